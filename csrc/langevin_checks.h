@@ -2,6 +2,7 @@
 // before anything is written, so a failing in-place call leaves x untouched.
 #pragma once
 
+#include <ATen/MemoryOverlap.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
@@ -43,7 +44,7 @@ inline void check_langevin_args(const char* op, const at::Tensor& x, const at::T
   TORCH_CHECK_VALUE(!(clamp_min.has_value() && clamp_max.has_value() && *clamp_min > *clamp_max), op, ": clamp_min (",
                     *clamp_min, ") must be <= clamp_max (", *clamp_max, ")");
   if (inplace) {
-    TORCH_CHECK_VALUE(x.is_non_overlapping_and_dense() || x.is_contiguous(), op,
+    TORCH_CHECK_VALUE(at::has_internal_overlap(x) != at::MemOverlap::Yes, op,
                       ": 'x' must not have overlapping memory (e.g. from expand()); pass x.clone()");
     TORCH_CHECK(!x.requires_grad() || !c10::GradMode::is_enabled(), op,
                 ": 'x' requires grad; use the functional langevin_step, or detach x for an in-place chain");

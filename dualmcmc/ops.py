@@ -41,12 +41,20 @@ def backend() -> str:
     return "extension" if _HAS_EXTENSION else "reference"
 
 
+def _kernel_device_types() -> frozenset[str]:
+    if not _HAS_EXTENSION:
+        return frozenset()
+    keys = {"cpu": "CPU", "cuda": "CUDA"}
+    return frozenset(t for t, k in keys.items() if torch._C._dispatch_has_kernel_for_dispatch_key(f"{_OP_NS}::langevin_step", k))
+
+
+# Looked up once: a constant set keeps the dispatch decision traceable by torch.compile.
+_KERNEL_DEVICE_TYPES = _kernel_device_types()
+
+
 def has_kernel(device: torch.device | str) -> bool:
     """Whether the compiled extension has a kernel for ``device``'s type (e.g. CUDA may be compiled out)."""
-    if not _HAS_EXTENSION:
-        return False
-    key = {"cpu": "CPU", "cuda": "CUDA"}.get(torch.device(device).type)
-    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"{_OP_NS}::langevin_step", key)
+    return torch.device(device).type in _KERNEL_DEVICE_TYPES
 
 
 def temperature(step_size: float, noise_std: float) -> float:
@@ -69,7 +77,7 @@ def _clamp_bounds(clamp) -> tuple[Optional[float], Optional[float]]:
 def _use_extension(x: Tensor) -> bool:
     if not isinstance(x, Tensor):
         return False  # let the reference raise its TypeError
-    if x.device.type == "meta" or has_kernel(x.device):
+    if x.device.type == "meta" or x.device.type in _KERNEL_DEVICE_TYPES:
         return True
     if not _HAS_EXTENSION:
         reason = f"the compiled extension is unavailable ({_EXTENSION_ERROR})"
@@ -142,17 +150,23 @@ def langevin_step_(
 # ----------------------------------------------------------------------------------------------------------------
 if _HAS_EXTENSION:
 
+    def _check_fake_args(op, x, grad, noise):
+        # Meta/fake tensors never reach the C++ checks, so the ones that shape the output are repeated here.
+        for name, t in (("grad", grad), ("noise", noise)):
+            if t is None:
+                continue
+            torch._check(t.shape == x.shape, lambda: f"{op}: '{name}' shape {tuple(t.shape)} must match 'x' shape {tuple(x.shape)}")
+            torch._check(t.dtype == x.dtype, lambda: f"{op}: '{name}' dtype {t.dtype} must match 'x' dtype {x.dtype}")
+            torch._check(t.device == x.device, lambda: f"{op}: '{name}' is on {t.device} but 'x' is on {x.device}")
+
     @torch.library.register_fake("dualmcmc::langevin_step")
     def _langevin_step_fake(x, grad, step_size, noise_std, prior_precision=0.0, noise=None, generator=None, clamp_min=None, clamp_max=None):
-        torch._check(x.shape == grad.shape, lambda: f"langevin_step: 'grad' shape {tuple(grad.shape)} must match 'x' shape {tuple(x.shape)}")
-        torch._check(x.dtype == grad.dtype, lambda: "langevin_step: 'grad' dtype must match 'x' dtype")
-        if noise is not None:
-            torch._check(noise.shape == x.shape, lambda: "langevin_step: 'noise' shape must match 'x' shape")
+        _check_fake_args("langevin_step", x, grad, noise)
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
 
     @torch.library.register_fake("dualmcmc::langevin_step_")
     def _langevin_step_inplace_fake(x, grad, step_size, noise_std, prior_precision=0.0, noise=None, generator=None, clamp_min=None, clamp_max=None):
-        torch._check(x.shape == grad.shape, lambda: f"langevin_step_: 'grad' shape {tuple(grad.shape)} must match 'x' shape {tuple(x.shape)}")
+        _check_fake_args("langevin_step_", x, grad, noise)
         return None
 
     def _setup_context(ctx, inputs, output):
@@ -160,6 +174,7 @@ if _HAS_EXTENSION:
         ctx.drift = 0.5 * step_size * step_size
         ctx.prior_precision = prior_precision
         ctx.noise_std = noise_std
+        ctx.noise_needs_grad = noise is not None and noise.requires_grad
         ctx.clamped = clamp_min is not None or clamp_max is not None
         ctx.clamp_min, ctx.clamp_max = clamp_min, clamp_max
         ctx.save_for_backward(output if ctx.clamped else None)
@@ -180,7 +195,7 @@ if _HAS_EXTENSION:
             dx = g * (1.0 - ctx.drift * ctx.prior_precision)
         if ctx.needs_input_grad[1]:
             dgrad = g * (-ctx.drift)
-        if ctx.needs_input_grad[5]:
+        if ctx.noise_needs_grad:
             dnoise = g * ctx.noise_std
         return dx, dgrad, None, None, None, dnoise, None, None, None
 
