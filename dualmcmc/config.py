@@ -1,0 +1,252 @@
+"""Training configuration: YAML -> a validated, fully resolved :class:`TrainConfig`, with ``--set`` overrides.
+
+Every key the YAML file may hold is a field below; anything else is an error that lists the valid keys, and a
+value of the wrong type is an error naming the key. ``model`` holds the method's hyper-parameters and is checked
+against that method's ``Config`` dataclass (dualmcmc.methods).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+
+class ConfigError(ValueError):
+    """A configuration (file, key, value, data set or method) the user has to fix; the message says what."""
+
+
+@dataclass
+class LogConfig:
+    log_every: int = 10  # iterations between metric lines (averaged over that window)
+    image_every: int = 500  # iterations between pictures (0: only at the end)
+    checkpoint_every: int = 500  # iterations between checkpoints (always one at the end)
+    eval_every: int = 0  # iterations between in-training evaluations (0: only the final one)
+    tensorboard: bool = True  # also write TensorBoard events to RUN/tb when tensorboard is installed
+    progress: bool = True  # tqdm progress bar (only when stderr is a terminal)
+
+
+@dataclass
+class GuardConfig:
+    max_energy_gap: float = 1e4  # stop when |E(data) - E(samples)| exceeds this (the Dual-MCMC reference's 1e4)
+
+
+@dataclass
+class EvalConfig:
+    n_samples: int = 5000  # model and true samples for MMD / mode coverage
+    resolution: int = 500  # grid cells per axis for the KL / TV of the normalised density
+
+
+@dataclass
+class TrainConfig:
+    method: str  # a key of dualmcmc.methods.METHODS
+    data: str  # a toy name (dualmcmc.data.TOY_DENSITIES) or a path to a .npy / .npz N x D array
+    iterations: int = 1000
+    out: Optional[str] = None  # run directory (None: runs/<method>_<data name>)
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
+    batch_size: int = 256
+    n_data: int = 50_000  # size of the data set drawn from a toy density (ignored for files)
+    model: dict = field(default_factory=dict)  # the method's hyper-parameters (its Config fields)
+    log: LogConfig = field(default_factory=LogConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        """Plain dict (YAML-able: tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+
+SECTIONS = {"log": LogConfig, "guard": GuardConfig, "eval": EvalConfig}
+REQUIRED = ("method", "data")
+# Keys that define the model and its data: a run may only resume with the same values.
+IDENTITY_KEYS = ("method", "data", "n_data", "seed", "batch_size", "model")
+
+
+def load_config(source: "str | Path | dict | TrainConfig", overrides: Iterable[str] = ()) -> TrainConfig:
+    """A validated TrainConfig from a YAML path, a dict or a TrainConfig, after applying ``key=value`` overrides."""
+    if isinstance(source, TrainConfig):
+        raw = source.to_dict()
+    elif isinstance(source, dict):
+        raw = copy.deepcopy(source)
+    else:
+        raw = read_yaml(source)
+    for override in overrides:
+        key, value = parse_override(override)
+        set_dotted(raw, key, value)
+    return validate(raw)
+
+
+def read_yaml(path: "str | Path") -> dict:
+    import yaml  # PyYAML: only the config layer needs it
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'model.x_steps=20' -> ('model.x_steps', 20); the value is read as a YAML scalar (or flow list)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} must look like key=value (e.g. model.x_steps=20)")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: cannot read the value as YAML ({err})") from None
+    return key, parsed
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """raw['a']['b'] = value for key 'a.b', creating the section dict when it is missing."""
+    parts = key.split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key!r}: {'.'.join(parts[: depth + 1])!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def validate(raw: dict) -> TrainConfig:
+    """TrainConfig from a plain dict; unknown keys, missing required keys and bad types raise ConfigError."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config must be a mapping, got {type(raw).__name__}")
+    top_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    _reject_unknown(raw, top_fields, "top-level")
+    missing = [k for k in REQUIRED if raw.get(k) is None]
+    if missing:
+        raise ConfigError(f"config is missing required key(s) {missing}")
+    kwargs: dict[str, Any] = {}
+    hints = typing.get_type_hints(TrainConfig)
+    for name, value in raw.items():
+        if name in SECTIONS:
+            kwargs[name] = _section(name, value)
+        elif name == "model":
+            kwargs[name] = {} if value is None else _checked(name, value, dict)
+        else:
+            kwargs[name] = _checked(name, value, hints[name])
+    cfg = TrainConfig(**kwargs)
+    cfg.model = resolve_model_params(cfg.method, cfg.model)
+    _check_ranges(cfg)
+    return cfg
+
+
+def resolve_model_params(method: str, params: dict) -> dict:
+    """All Config fields of ``method`` (defaults filled in), with unknown keys and bad types rejected."""
+    from .methods import METHODS  # torch-heavy: only when a config is actually validated
+
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; available methods: {sorted(METHODS)}")
+    config_cls = METHODS[method].Config
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    _reject_unknown(params, fields, f"model (method {method!r})")
+    hints = typing.get_type_hints(config_cls)
+    resolved = {}
+    for name, f in fields.items():
+        if name in params:
+            resolved[name] = _checked(f"model.{name}", params[name], hints[name])
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            resolved[name] = default
+    return _plain(resolved)
+
+
+def identity(cfg: TrainConfig) -> dict:
+    """The keys that must match for a run directory to be resumed with ``cfg``."""
+    full = cfg.to_dict()
+    return {k: full[k] for k in IDENTITY_KEYS}
+
+
+def default_out(cfg: TrainConfig) -> str:
+    return str(Path("runs") / f"{cfg.method}_{Path(cfg.data).stem}")
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+def _reject_unknown(raw: dict, valid: dict, where: str) -> None:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(valid), key=str)
+    if unknown:
+        raise ConfigError(f"unknown {where} key(s) {unknown}; valid keys: {sorted(valid)}")
+
+
+def _section(name: str, value: Any):
+    cls = SECTIONS[name]
+    if value is None:
+        return cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _reject_unknown(value, fields, f"'{name}' section")
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _checked(f"{name}.{k}", v, hints[k]) for k, v in value.items()})
+
+
+def _checked(key: str, value: Any, annotation: Any) -> Any:
+    """``value`` if it fits ``annotation`` (int counts as float; lists as tuples), else ConfigError naming ``key``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _checked(key, value, option)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    expected = origin or annotation
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is float and isinstance(value, str):  # YAML 1.1 reads '1e-4' as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if expected is tuple and isinstance(value, list):
+        return tuple(value)
+    if expected is int and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected int, got bool {value!r}")
+    if expected is Any or isinstance(value, expected):
+        return value
+    raise ConfigError(f"{key}: expected {getattr(expected, '__name__', expected)}, got {type(value).__name__} {value!r}")
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    positive = {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "n_data": cfg.n_data,
+                "log.log_every": cfg.log.log_every, "eval.n_samples": cfg.eval.n_samples,
+                "eval.resolution": cfg.eval.resolution}
+    non_negative = {"log.image_every": cfg.log.image_every, "log.checkpoint_every": cfg.log.checkpoint_every,
+                    "log.eval_every": cfg.log.eval_every, "guard.max_energy_gap": cfg.guard.max_energy_gap}
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value!r}")
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value!r}")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, recursively (YAML and checkpoint friendly)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

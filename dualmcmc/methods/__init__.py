@@ -1,0 +1,24 @@
+"""Learning methods: one file per method, each a :class:`Method` whose ``train_step`` is one iteration."""
+from __future__ import annotations
+
+from .base import Method
+from .coopnets import CoopNets, CoopNetsConfig
+from .dual_mcmc import DualMCMC, DualMCMCConfig
+from .short_run import ShortRun, ShortRunConfig
+
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (DualMCMC, CoopNets, ShortRun)}
+
+
+def build_method(name: str, params: dict | None, data_shape: tuple[int, ...]) -> Method:
+    """The method ``name`` configured by ``params`` (Config field -> value) for data of ``data_shape``.
+
+    Unknown method names and unknown parameter keys raise a ValueError listing the valid ones.
+    """
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; available methods: {sorted(METHODS)}")
+    cls = METHODS[name]
+    return cls(cls.config_from_params(params), tuple(data_shape))
+
+
+__all__ = ["METHODS", "Method", "build_method", "DualMCMC", "DualMCMCConfig", "CoopNets", "CoopNetsConfig",
+           "ShortRun", "ShortRunConfig"]

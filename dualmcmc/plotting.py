@@ -1,0 +1,143 @@
+"""Pictures of a run: density maps and sample scatters for 2-D data, sample grids for square images.
+
+matplotlib is imported inside the functions and only its object-oriented Agg path is used (no pyplot, no global
+backend switch), so the core package never needs it and plotting works on headless machines.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+Bounds = tuple[float, float]
+SCATTER_STYLE = dict(s=1.5, alpha=0.5, linewidths=0)
+
+
+def _figure(n_panels: int, size: float = 3.2):
+    from matplotlib.figure import Figure  # lazy: plotting is optional
+
+    fig = Figure(figsize=(size * n_panels, size + 0.3), layout="constrained")
+    axes = fig.subplots(1, n_panels, squeeze=False)[0]
+    return fig, axes
+
+
+def _array(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _square(ax, bounds: Bounds, title: str) -> None:
+    ax.set_xlim(*bounds)
+    ax.set_ylim(*bounds)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+
+
+def _density(ax, density, bounds: Bounds, title: str) -> None:
+    """A grid of cell masses indexed [row = y, col = x] (dualmcmc.metrics.grid convention)."""
+    ax.imshow(_array(density), origin="lower", extent=(*bounds, *bounds), cmap="viridis", interpolation="nearest")
+    _square(ax, bounds, title)
+
+
+def _scatter(ax, samples, bounds: Bounds, title: str, color: str) -> None:
+    pts = _array(samples)
+    ax.scatter(pts[:, 0], pts[:, 1], color=color, **SCATTER_STYLE)
+    _square(ax, bounds, title)
+
+
+def plot_2d_run(
+    path: "str | Path",
+    *,
+    bounds: Bounds,
+    data,
+    ebm_samples,
+    true_density=None,
+    model_density=None,
+    generator_samples=None,
+    reconstructions=None,
+    title: str = "",
+) -> Path:
+    """One row of panels: true density, EBM density, EBM samples, generator samples, data vs reconstructions.
+
+    Panels whose input is None are left out. ``reconstructions`` pairs row by row with the first rows of ``data``.
+    """
+    panels = []
+    if true_density is not None:
+        panels.append(lambda ax: _density(ax, true_density, bounds, "true density"))
+    if model_density is not None:
+        panels.append(lambda ax: _density(ax, model_density, bounds, "EBM density (grid-normalised)"))
+    panels.append(lambda ax: _scatter(ax, ebm_samples, bounds, "EBM samples", "tab:blue"))
+    if generator_samples is not None:
+        panels.append(lambda ax: _scatter(ax, generator_samples, bounds, "generator samples", "tab:orange"))
+    if reconstructions is not None:
+        def draw_reconstructions(ax):
+            recon = _array(reconstructions)
+            _scatter(ax, _array(data)[: len(recon)], bounds, "", "0.6")
+            ax.scatter(recon[:, 0], recon[:, 1], color="tab:red", **SCATTER_STYLE)
+            _square(ax, bounds, "data (grey) vs reconstructions")
+
+        panels.append(draw_reconstructions)
+    else:
+        panels.append(lambda ax: _scatter(ax, data, bounds, "data", "0.4"))
+    fig, axes = _figure(len(panels))
+    for draw, ax in zip(panels, axes):
+        draw(ax)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def plot_samples_2d(path: "str | Path", samples, bounds: Optional[Bounds] = None, title: str = "samples") -> Path:
+    pts = _array(samples)
+    if bounds is None:
+        finite = pts[np.isfinite(pts).all(axis=1)]
+        span = float(np.abs(finite).max()) * 1.05 if len(finite) else 1.0
+        bounds = (-span, span)
+    fig, axes = _figure(1, size=4.0)
+    _scatter(axes[0], pts, bounds, title, "tab:blue")
+    return _save(fig, path)
+
+
+def image_side(dim: int) -> Optional[int]:
+    """The side of a square grey image with ``dim`` pixels (64 -> 8), or None."""
+    side = math.isqrt(dim)
+    return side if side * side == dim and side > 1 else None
+
+
+def plot_image_grid(path: "str | Path", samples, side: int, title: str = "samples", columns: int = 10) -> Path:
+    """The first rows of ``samples`` (N, side*side) as grey images in a grid, each scaled to its own range."""
+    images = _array(samples)[: columns * columns].reshape(-1, side, side)
+    rows = math.ceil(len(images) / columns)
+    canvas = np.full((rows * (side + 1), columns * (side + 1)), np.nan)
+    for k, image in enumerate(images):
+        lo, hi = np.nanmin(image), np.nanmax(image)
+        r, c = divmod(k, columns)
+        canvas[r * (side + 1): r * (side + 1) + side, c * (side + 1): c * (side + 1) + side] = (image - lo) / max(hi - lo, 1e-12)
+    fig, axes = _figure(1, size=5.0)
+    axes[0].imshow(canvas, cmap="gray", interpolation="nearest")
+    axes[0].set_axis_off()
+    axes[0].set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _save(fig, path: "str | Path") -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def sample_bounds(data, pad: float = 0.1) -> Bounds:
+    """Square plotting bounds around the data: (-4, 4) covers every toy; files get their own range."""
+    pts = _array(data)
+    lo, hi = float(pts.min()), float(pts.max())
+    span = max(hi - lo, 1e-6)
+    return (lo - pad * span, hi + pad * span)
+
+
+__all__: Sequence[str] = ["plot_2d_run", "plot_samples_2d", "plot_image_grid", "image_side", "sample_bounds"]

@@ -1,0 +1,200 @@
+"""Langevin samplers: stationary moments on known Gaussians, tempering, MALA, the latent posterior, buffers."""
+import warnings
+
+import pytest
+import torch
+
+from dualmcmc import samplers
+from dualmcmc.samplers import PersistentChains, langevin_data_chain, langevin_latent_chain
+
+warnings.filterwarnings("ignore", message="dualmcmc.ops", category=RuntimeWarning)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Small ops on a shared 2-core machine run far faster single-threaded.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+MU = torch.tensor([1.0, -2.0], dtype=torch.float64)
+S = 0.5
+
+
+def gaussian_energy(x):
+    """E = ||x - mu||^2 / (2 s^2): exp(-E/T) is N(mu, T s^2 I)."""
+    return ((x - MU.to(x.dtype)) ** 2).sum(1) / (2 * S**2)
+
+
+def start(n=4000, seed=0):
+    return 3.0 * torch.randn(n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("explicit_noise", [False, True])
+def test_standard_langevin_reaches_the_gaussian_mean_and_variance(explicit_noise):
+    torch.manual_seed(0)
+    a = 0.1  # drift a^2/2 grad: ULA variance bias is a factor 1/(1 - a^2/(4 s^2)) = 1.01
+    x, _ = langevin_data_chain(gaussian_energy, start(), 400, a, a, explicit_noise=explicit_noise)
+    assert torch.allclose(x.mean(0), MU, atol=0.04)
+    assert torch.allclose(x.var(0), torch.full((2,), S**2, dtype=x.dtype), rtol=0.08)
+
+
+def test_tempered_chain_has_variance_T_times_s2():
+    torch.manual_seed(1)
+    a, b = 0.1, 0.05  # T = (b/a)^2 = 0.25
+    x, _ = langevin_data_chain(gaussian_energy, start(), 400, a, b)
+    assert torch.allclose(x.mean(0), MU, atol=0.03)
+    assert torch.allclose(x.var(0), torch.full((2,), 0.25 * S**2, dtype=x.dtype), rtol=0.08)
+
+
+def test_prior_precision_alone_gives_a_centred_gaussian():
+    torch.manual_seed(2)
+    zero = lambda x: x.sum(1) * 0.0  # noqa: E731
+    x, _ = langevin_data_chain(zero, start(), 400, 0.1, 0.1, prior_precision=4.0)
+    assert x.mean(0).abs().max() < 0.03
+    assert torch.allclose(x.var(0), torch.full((2,), 0.25, dtype=x.dtype), rtol=0.08)
+
+
+def test_mala_acceptance_near_one_for_tiny_steps_and_lower_for_big_ones():
+    torch.manual_seed(3)
+    x0 = MU + S * torch.randn(2000, 2, dtype=torch.float64)
+    _, tiny = langevin_data_chain(gaussian_energy, x0, 20, 0.01, 0.01, mala=True)
+    _, big = langevin_data_chain(gaussian_energy, x0, 20, 1.2, 1.2, mala=True)
+    assert tiny.acceptance.mean() > 0.98
+    assert big.acceptance.mean() < 0.5
+    assert tiny.acceptance.shape == (2000,)
+
+
+def test_mala_removes_the_discretisation_bias_of_a_large_tempered_step():
+    # a = 0.6, b = 0.3 on s = 0.5: unadjusted Langevin settles at variance 0.0977, the target T s^2 is 0.0625.
+    torch.manual_seed(4)
+    a, b = 0.6, 0.3
+    x_ula, _ = langevin_data_chain(gaussian_energy, start(), 150, a, b)
+    x_mala, diag = langevin_data_chain(gaussian_energy, start(), 150, a, b, mala=True)
+    target = 0.25 * S**2
+    assert x_ula.var(0).mean() > 1.3 * target
+    assert torch.allclose(x_mala.var(0), torch.full((2,), target, dtype=x_mala.dtype), rtol=0.1)
+    assert torch.allclose(x_mala.mean(0), MU, atol=0.03)
+    assert 0.3 < diag.acceptance.mean() < 1.0
+
+
+def test_diagnostics_report_energy_drop_grad_norms_and_nonfinite_counts():
+    x0 = start(64)
+    x, diag = langevin_data_chain(gaussian_energy, x0, 50, 0.1, 0.01, diagnostics=True)
+    for field in ("energy_start", "energy_end", "grad_norm_last", "grad_norm_mean", "nonfinite"):
+        assert getattr(diag, field).shape == (64,)
+    assert torch.allclose(diag.energy_start, gaussian_energy(x0))
+    assert torch.allclose(diag.energy_end, gaussian_energy(x))
+    assert diag.energy_end.mean() < diag.energy_start.mean()
+    assert diag.nonfinite.sum() == 0
+    summary = diag.summary("x/")
+    assert set(summary) >= {"x/energy_start", "x/grad_norm_mean", "x/nonfinite"}
+    assert all(isinstance(v, float) for v in summary.values())
+    _, cheap = langevin_data_chain(gaussian_energy, x0, 5, 0.1, 0.01)
+    assert cheap.energy_start is None and cheap.grad_norm_mean is None and cheap.summary() == {}
+
+
+def test_chain_leaves_x0_and_parameter_grads_alone_and_returns_detached():
+    net = torch.nn.Linear(2, 1)
+    x0 = torch.randn(8, 2)
+    before = x0.clone()
+    x, _ = langevin_data_chain(lambda x: net(x).squeeze(1), x0, 3, 0.1, 0.1)
+    assert torch.equal(x0, before) and not x.requires_grad
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_clamp_is_respected():
+    x, _ = langevin_data_chain(gaussian_energy, start(200), 20, 0.5, 0.5, clamp=(-0.5, None))
+    assert x.min() >= -0.5
+
+
+def test_energy_function_must_return_one_energy_per_chain():
+    with pytest.raises(ValueError, match="one energy per chain"):
+        langevin_data_chain(lambda x: x.sum(), start(4), 1, 0.1, 0.1)
+    with pytest.raises(ValueError, match="noise_std > 0"):
+        langevin_data_chain(gaussian_energy, start(4), 1, 0.1, 0.0, mala=True)
+
+
+def test_explicit_noise_matches_an_eager_loop_with_randn_like():
+    x0 = start(16).float()
+    torch.manual_seed(5)
+    x, _ = langevin_data_chain(gaussian_energy, x0, 10, 0.3, 0.1, explicit_noise=True)
+    torch.manual_seed(5)
+    y = x0.clone().requires_grad_(True)
+    for _ in range(10):
+        (g,) = torch.autograd.grad(gaussian_energy(y).sum(), y)
+        with torch.no_grad():
+            y -= 0.5 * 0.3**2 * g
+            y += 0.1 * torch.randn_like(y)
+    assert torch.allclose(x, y.detach(), atol=1e-6)
+
+
+# ---- latent-posterior chain on a fixed linear generator, where the posterior is Gaussian and known ----
+W = torch.tensor([[1.0, 0.5], [-0.3, 0.8], [0.2, -1.0]], dtype=torch.float64)  # G(z) = W z + c, D = 3, d = 2
+C = torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64)
+SIGMA = 0.3
+
+
+def linear_generator(z):
+    return z @ W.T + C
+
+
+def exact_posterior(x, likelihood):
+    """Mean and covariance of p(z|x) for U = ||Wz + c - x||^2 * k / sigma^2 + ||z||^2 / 2."""
+    k = 1.0 if likelihood == "reference" else 0.5
+    precision = 2 * k * W.T @ W / SIGMA**2 + torch.eye(2, dtype=W.dtype)
+    cov = torch.linalg.inv(precision)
+    return cov @ (2 * k * W.T @ (x - C) / SIGMA**2), cov
+
+
+@pytest.mark.parametrize("likelihood", ["reference", "textbook"])
+def test_latent_chain_samples_the_exact_posterior_of_a_linear_generator(likelihood):
+    torch.manual_seed(6)
+    x_obs = torch.tensor([0.7, -0.4, -0.9], dtype=torch.float64)
+    n = 4000
+    x = x_obs.expand(n, 3)
+    z0 = torch.randn(n, 2, dtype=torch.float64)
+    z, _ = langevin_latent_chain(linear_generator, z0, x, 300, 0.05, 0.05, sigma=SIGMA, likelihood=likelihood)
+    mean, cov = exact_posterior(x_obs, likelihood)
+    assert torch.allclose(z.mean(0), mean, atol=0.02)
+    assert torch.allclose(torch.cov(z.T), cov, atol=0.15 * cov.diagonal().max())
+
+
+def test_latent_chain_lowers_reconstruction_error_from_its_start():
+    torch.manual_seed(7)
+    z_true = torch.randn(256, 2, dtype=torch.float64)
+    x = linear_generator(z_true) + 0.05 * torch.randn(256, 3, dtype=torch.float64)
+    z0 = z_true + torch.randn(256, 2, dtype=torch.float64)  # a poor encoder's guess
+    z, diag = langevin_latent_chain(linear_generator, z0, x, 10, 0.1, 0.1, sigma=SIGMA, diagnostics=True)
+    err = lambda z: ((linear_generator(z) - x) ** 2).sum(1).mean()  # noqa: E731
+    assert err(z) < 0.5 * err(z0)
+    assert diag.energy_end.mean() < diag.energy_start.mean()
+
+
+def test_latent_chain_rejects_unknown_likelihood():
+    with pytest.raises(ValueError, match="reference"):
+        langevin_latent_chain(linear_generator, torch.zeros(2, 2, dtype=torch.float64), torch.zeros(2, 3), 1, 0.1,
+                              0.1, sigma=0.3, likelihood="gaussian")
+
+
+# ---- persistent chains ----
+def test_persistent_chains_draw_store_and_round_trip():
+    buffer = PersistentChains(capacity=50, reinit_fraction=0.0)
+    init = lambda k: torch.zeros(k, 2)  # noqa: E731
+    x, slots = buffer.draw(10, init)
+    assert x.shape == (10, 2) and slots.shape == (10,)
+    buffer.store(slots, x + 1.0)
+    again, _ = buffer.draw(200, init)
+    assert ((again == 0) | (again == 1)).all() and (again == 1).any()
+    restored = PersistentChains()
+    restored.load_state_dict(buffer.state_dict())
+    assert restored.capacity == 50 and torch.equal(restored.states, buffer.states)
+    restored.reinit_fraction = 1.0
+    fresh, _ = restored.draw(30, lambda k: torch.full((k, 2), 7.0))
+    assert (fresh == 7.0).all()
+
+
+def test_public_names():
+    assert samplers.LIKELIHOODS == ("reference", "textbook")
