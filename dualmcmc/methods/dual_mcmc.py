@@ -43,6 +43,13 @@ class DualMCMCConfig:
         whose gradients there are O(10-100), for which a drift of 0.5**2/2 * grad overshoots. The noise stays
         1e-3, so the chain is cold (T = 4e-4) and the EBM loss is divided by T as in the reference.
       * widths: MLPs of 256 units and 3 hidden layers instead of the ResNets (ngf = ndf = 512, nif = 128).
+    Switches for density estimation (off by default, so the iteration is the reference's; configs/toy2d.yaml
+    turns them on, see there):
+      * x_noise_std = x_step_size gives T = 1, a chain that samples exp(-E) instead of the reference's
+        cold, almost noiseless descent; then exp(-E) is a density estimate and not only a sample refiner.
+      * x_ref_sigma adds a Gaussian reference ||x||^2/(2 s^2) to the energy (as CoopNets does): the data are
+        bounded, but an MLP energy trained only where data and samples lie can fall off linearly beyond them,
+        which puts mass in empty space that no chain ever visits to correct.
     Test-time sampling (reference task_fid.py: 70 steps, step 0.4, noise 1e-3): ``test_x_*`` fields, None =
     the training values.
     """
@@ -56,6 +63,7 @@ class DualMCMCConfig:
     x_noise_std: float = 1e-3
     x_clamp: Optional[tuple] = None
     x_mala: bool = False
+    x_ref_sigma: Optional[float] = None  # None: the reference (no Gaussian); else the EBM is E(x) + ||x||^2/(2 s^2)
     # latent (generator posterior) chain
     z_steps: int = 10
     z_step_size: float = 0.1
@@ -81,6 +89,7 @@ class DualMCMCConfig:
     lr_decay: float = 0.998
     use_temp: bool = True
     fine_tune: bool = True
+    energy_l2: float = 0.0  # 0: the reference; else + energy_l2 * mean(E(data)^2 + E(samples)^2) in the EBM loss
     # networks
     ebm_hidden: int = 256
     ebm_layers: int = 3
@@ -101,6 +110,8 @@ class DualMCMC(Method):
     def __init__(self, config: DualMCMCConfig, data_shape: tuple[int, ...]):
         super().__init__(config, data_shape)
         c = config
+        if c.x_ref_sigma is not None and not c.x_ref_sigma > 0:
+            raise ValueError(f"x_ref_sigma must be > 0 (or None for no reference Gaussian), got {c.x_ref_sigma!r}")
         if c.z_likelihood not in samplers.LIKELIHOODS:
             raise ValueError(f"z_likelihood must be one of {samplers.LIKELIHOODS}, got {c.z_likelihood!r}")
         dim = self.require_vector_data()
@@ -115,6 +126,12 @@ class DualMCMC(Method):
         self.schedulers = {k: torch.optim.lr_scheduler.ExponentialLR(o, gamma=c.lr_decay) for k, o in self.optimizers.items()}
 
     @property
+    def ref_precision(self) -> float:
+        """Precision of the optional Gaussian reference in the EBM's density (0 without one)."""
+        s = self.config.x_ref_sigma
+        return 0.0 if s is None else 1.0 / s**2
+
+    @property
     def temperature(self) -> float:
         """T = (x_noise_std / x_step_size)**2: the x-chain targets exp(-E/T)."""
         return temperature(self.config.x_step_size, self.config.x_noise_std)
@@ -125,7 +142,7 @@ class DualMCMC(Method):
         c = self.config
         return samplers.langevin_data_chain(
             self.ebm, x0, c.x_steps if steps is None else steps, c.x_step_size if step_size is None else step_size,
-            c.x_noise_std if noise_std is None else noise_std, clamp=c.x_clamp, mala=c.x_mala,
+            c.x_noise_std if noise_std is None else noise_std, prior_precision=self.ref_precision, clamp=c.x_clamp, mala=c.x_mala,
             generator=generator, explicit_noise=c.explicit_noise, diagnostics=diagnostics)
 
     def revise_z(self, z0: Tensor, x: Tensor, generator=None, diagnostics=False):
@@ -170,14 +187,18 @@ class DualMCMC(Method):
 
         # ---- E step: contrastive loss against a fresh chain from the UPDATED generator with the same z0 ----
         opt["ebm"].zero_grad()
-        e_data = E(x).mean()
+        energy_data = E(x)
+        e_data = energy_data.mean()
         with torch.no_grad():
             x_neg = G(z0)
         if c.fine_tune:
             x_neg, _ = self.revise_x(x_neg)
-        e_syn = E(x_neg).mean()
+        energy_syn = E(x_neg)
+        e_syn = energy_syn.mean()
         err_e = e_data - e_syn
         loss_e = err_e / self.temperature if c.use_temp else err_e
+        if c.energy_l2:
+            loss_e = loss_e + c.energy_l2 * (energy_data.square().mean() + energy_syn.square().mean())
         loss_e.backward()
         opt["ebm"].step()
 
@@ -200,14 +221,19 @@ class DualMCMC(Method):
     # -- evaluation -----------------------------------------------------------------------------------------
     @torch.no_grad()
     def log_prob_unnormalized(self, x: Tensor) -> Tensor:
-        """-E(x)/T, T the x-chain temperature, whether or not use_temp is set.
+        """-U(x)/T: U = E (+ the Gaussian reference when x_ref_sigma is set), T the x-chain temperature,
+        whether or not use_temp is set.
 
         The negatives come from a chain that targets exp(-E/T), and the contrastive loss stops moving when
         those negatives look like the data, so exp(-E/T) is the density fitted to the data. use_temp (divide
         the loss by T) makes the loss the exact maximum-likelihood gradient of that density; without it the
         gradient is the same up to the factor T, which Adam normalises away.
         """
-        return -self.ebm(x.to(self.device)) / self.temperature
+        x = x.to(self.device)
+        energy = self.ebm(x)
+        if self.ref_precision:
+            energy = energy + 0.5 * self.ref_precision * x.flatten(1).square().sum(dim=1)
+        return -energy / self.temperature
 
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """G(z), z ~ N(0, I), revised by the EBM chain with the test_x_* settings (training ones when None)."""

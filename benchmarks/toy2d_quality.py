@@ -1,0 +1,101 @@
+"""Quality on the 2-D toys: every density x {dual_mcmc, coopnets, short_run}, same iterations and seeds.
+
+    python benchmarks/toy2d_quality.py                         # the full table (about an hour on 2 CPU cores)
+    python benchmarks/toy2d_quality.py --densities 8gaussians --methods dual_mcmc --iterations 300   # a smoke run
+    python benchmarks/toy2d_quality.py --jobs 2                # two runs at a time, one thread each
+
+Each run trains from the method's shipped config (configs/toy2d.yaml, configs/toy2d_coopnets.yaml,
+configs/toy2d_short_run.yaml) with only data, iterations, seed and out changed, then scores the final model with
+dualmcmc.metrics.evaluate_2d: grid KL(true || model) and TV of the EBM density normalised on a 500 x 500 grid of
+[-4, 4]^2, MMD of 5000 EBM samples, and the modes (8gaussians, 25gaussians) or rings (rings) that the samples reach.
+Prints one markdown table and writes every number to --json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import date
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = {"dual_mcmc": "toy2d.yaml", "coopnets": "toy2d_coopnets.yaml", "short_run": "toy2d_short_run.yaml"}
+DENSITIES = ("8gaussians", "25gaussians", "rings", "2spirals", "checkerboard", "pinwheel", "moons")
+
+
+def one_run(job: dict) -> dict:
+    """Train and score one (density, method); runs in a worker process."""
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    from dualmcmc.train import TrainingDiverged, train
+
+    overrides = [f"data={job['density']}", f"iterations={job['iterations']}", f"seed={job['seed']}",
+                 f"out={job['out']}", "log.progress=false", "log.image_every=0", "device=cpu"]
+    start = time.perf_counter()
+    try:
+        run_dir = train(REPO / "configs" / CONFIGS[job["method"]], overrides, fresh=True)
+        scores = json.loads((run_dir / "eval.json").read_text())
+    except TrainingDiverged as err:
+        scores = {"diverged": str(err)}
+    return {**job, **scores, "seconds": time.perf_counter() - start}
+
+
+def table(rows: list[dict]) -> str:
+    def cell(row, key, fmt):
+        value = row.get(key)
+        return "diverged" if "diverged" in row else ("-" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value))
+
+    lines = ["| density | method | grid KL (nats) | grid TV | MMD | modes hit | max share error | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        modes = f"{int(row['modes_hit'])}/{int(row['n_modes'])}" if "modes_hit" in row else "-"
+        lines.append(f"| {row['density']} | {row['method']} | {cell(row, 'grid_kl', '{:.3f}')} | "
+                     f"{cell(row, 'grid_tv', '{:.3f}')} | {cell(row, 'mmd', '{:.4f}')} | {modes} | "
+                     f"{cell(row, 'max_share_error', '{:.3f}')} | {row['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--densities", nargs="+", default=list(DENSITIES), choices=DENSITIES)
+    parser.add_argument("--methods", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="iterations of every run (default: the dual_mcmc config's, so all methods get the same)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each gets cores / jobs threads)")
+    parser.add_argument("--out", default="runs/toy2d_quality", help="parent directory of the runs")
+    parser.add_argument("--json", default=None, help="write the rows here (default OUT/results.json)")
+    args = parser.parse_args()
+
+    if args.iterations is None:
+        from dualmcmc.config import load_config
+
+        args.iterations = load_config(REPO / "configs" / CONFIGS["dual_mcmc"]).iterations
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    jobs = [{"density": d, "method": m, "iterations": args.iterations, "seed": args.seed, "threads": threads,
+             "out": str(Path(args.out) / f"{d}_{m}")} for d in args.densities for m in args.methods]
+    if args.jobs == 1:
+        rows = [one_run(job) for job in jobs]
+    else:
+        import multiprocessing
+
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows = list(pool.map(one_run, jobs))
+
+    import torch
+
+    print(f"# toy2d_quality: {date.today()}, torch {torch.__version__}, {platform.machine()}, "
+          f"{os.cpu_count()} cores, {args.iterations} iterations, seed {args.seed}, jobs {args.jobs}")
+    print(table(rows))
+    path = Path(args.json or Path(args.out) / "results.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

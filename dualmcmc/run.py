@@ -1,0 +1,138 @@
+"""A run directory after (or during) training: load the trained method, draw its pictures, evaluate it.
+
+    method = dualmcmc.load_run("runs/toy2d")
+    x = method.sample(1000)                       # generator initialisation + Langevin (dual_mcmc)
+    log_p = method.log_prob_unnormalized(x)       # -E(x)/T, the density the EBM defines
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from . import checkpoint as ckpt
+from .config import ConfigError, TrainConfig, load_config
+from .data import is_toy
+from .methods import Method, build_method
+
+CONFIG_NAME = "config.yaml"
+EVAL_NAME = "eval.json"
+PLOT_BOUNDS = (-4.0, 4.0)  # every toy density lives well inside this box (and the grid metrics use it)
+PICTURE_SAMPLES = 2000
+PICTURE_RESOLUTION = 200
+
+
+def save_config(run_dir: Path, cfg: TrainConfig) -> None:
+    import yaml
+
+    ckpt.atomic_write_text(Path(run_dir) / CONFIG_NAME, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def checkpoint_file(run_dir: "str | Path") -> Path:
+    """RUN/checkpoint.pt, or a FileNotFoundError that says how to make one."""
+    path = Path(run_dir) / ckpt.CHECKPOINT_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a dualmcmc run directory: no {ckpt.CHECKPOINT_NAME} in it "
+                                f"(train one with `dualmcmc train CONFIG --set out={run_dir}`)")
+    return path
+
+
+def run_config(run_dir: "str | Path") -> TrainConfig:
+    """The resolved config a run was trained with (from its checkpoint, else from its config.yaml)."""
+    return load_config(ckpt.load_checkpoint(checkpoint_file(run_dir))["config"])
+
+
+def load_run(run_dir: "str | Path", device: "str | torch.device | None" = None) -> Method:
+    """The trained method of a run directory, with its parameters from the latest checkpoint.
+
+    It has ``.ebm``, ``.generator``, ``.encoder``, ``log_prob_unnormalized(x)``, ``sample(n)``, ``reconstruct(x)``
+    and ``.run_config`` (the resolved TrainConfig). The modules stay in training mode, as the reference codes
+    sample (batch statistics in BatchNorm, spectral-norm power iterations running).
+    """
+    state = ckpt.load_checkpoint(checkpoint_file(run_dir))
+    cfg = load_config(state["config"])
+    method = build_method(cfg.method, cfg.model, tuple(state["data_shape"]))
+    ckpt.load_method_state(method, state["method"], training_state=False)
+    if device is None:
+        device = "cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu"
+    method = method.to(device)
+    method.run_config = cfg
+    method.run_iteration = int(state["iteration"])
+    return method
+
+
+# -- pictures ----------------------------------------------------------------------------------------------------
+def render_pictures(method: Method, data: torch.Tensor, cfg: TrainConfig, run_dir: Path, iteration: int) -> Optional[Path]:
+    """images/iter_NNNNNN.png (and images/latest.png): for 2-D data the true and EBM densities, EBM samples,
+    generator samples and reconstructions; for square images, a grid of EBM samples. None when nothing applies
+    or matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return None
+    from . import plotting
+
+    images = Path(run_dir) / "images"
+    path = images / f"iter_{iteration:06d}.png"
+    dim = int(torch.Size(method.data_shape).numel())
+    generator = torch.Generator(device=method.device).manual_seed(cfg.seed)
+    samples = method.sample(PICTURE_SAMPLES, generator=generator).detach().cpu()
+    if method.data_shape == (2,):
+        from .metrics import grid_density, true_grid_log_mass
+
+        picked = data[torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))[:PICTURE_SAMPLES]]
+        true_density = true_grid_log_mass(cfg.data, PLOT_BOUNDS, PICTURE_RESOLUTION).exp() if is_toy(cfg.data) else None
+        model_density = grid_density(method.log_prob_unnormalized, PLOT_BOUNDS, PICTURE_RESOLUTION,
+                                     device=method.device)
+        generator_samples = method.generator_sample(PICTURE_SAMPLES, generator=generator)
+        reconstructions = method.reconstruct(picked[:500])
+        bounds = PLOT_BOUNDS if is_toy(cfg.data) else plotting.sample_bounds(data)
+        plotting.plot_2d_run(
+            path, bounds=bounds, data=picked, ebm_samples=samples, true_density=true_density,
+            model_density=model_density, generator_samples=generator_samples, reconstructions=reconstructions,
+            title=f"{cfg.method} on {Path(cfg.data).name}, iteration {iteration}")
+    elif plotting.image_side(dim):
+        plotting.plot_image_grid(path, samples.reshape(len(samples), -1), plotting.image_side(dim),
+                                 title=f"{cfg.method} EBM samples, iteration {iteration}")
+    else:  # vectors of other sizes: the first two coordinates
+        plotting.plot_samples_2d(path, samples.reshape(len(samples), -1)[:, :2],
+                                 title=f"{cfg.method} EBM samples (first two coordinates), iteration {iteration}")
+    (images / "latest.png").write_bytes(path.read_bytes())
+    return path
+
+
+# -- evaluation --------------------------------------------------------------------------------------------------
+def evaluate_method(method: Method, cfg: TrainConfig, n_samples: Optional[int] = None,
+                    resolution: Optional[int] = None) -> dict[str, float]:
+    """2-D data: grid KL / TV of the EBM density, MMD and mode coverage of its samples (dualmcmc.metrics);
+    other vector data: MMD of EBM and generator samples against the data."""
+    from .data import load_dataset
+    from .metrics import evaluate_2d, mmd
+
+    n = n_samples or cfg.eval.n_samples
+    if method.data_shape == (2,):
+        return evaluate_2d(method.log_prob_unnormalized, method.sample, cfg.data, n_samples=n, seed=cfg.seed,
+                           bounds=PLOT_BOUNDS, resolution=resolution or cfg.eval.resolution, device=method.device)
+    data = load_dataset(cfg.data, n_samples=n, seed=cfg.seed + 1)
+    reference = data[torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))[:n]].flatten(1)
+    generator = torch.Generator(device=method.device).manual_seed(cfg.seed)
+    scores = {"mmd": mmd(method.sample(len(reference), generator=generator).detach().cpu().flatten(1), reference)}
+    gen = method.generator_sample(len(reference), generator=generator)
+    if gen is not None:
+        scores["generator_mmd"] = mmd(gen.detach().cpu().flatten(1), reference)
+    return scores
+
+
+def evaluate_run(run_dir: "str | Path", n_samples: Optional[int] = None, resolution: Optional[int] = None,
+                 device=None) -> dict[str, float]:
+    """Evaluate a run's latest checkpoint and write RUN/eval.json."""
+    method = load_run(run_dir, device)
+    scores = evaluate_method(method, method.run_config, n_samples, resolution)
+    out = {"iteration": method.run_iteration, **scores}
+    ckpt.atomic_write_text(Path(run_dir) / EVAL_NAME, json.dumps(out, indent=2) + "\n")
+    return out
+
+
+__all__ = ["load_run", "run_config", "evaluate_run", "evaluate_method", "render_pictures", "ConfigError"]

@@ -1,0 +1,267 @@
+"""The training loop: one loop for every method, readable top to bottom.
+
+    run_dir = dualmcmc.train("configs/toy2d.yaml", ["iterations=2000", "model.x_steps=20"])
+
+A run directory holds ``config.yaml`` (the resolved config), ``checkpoint.pt`` (atomic, resumable),
+``metrics.jsonl`` (one JSON object per log window), ``tb/`` (TensorBoard, when installed), ``images/`` (pictures)
+and ``eval.json`` (the final evaluation). Training again into a directory that holds a checkpoint resumes it
+(the model, optimizers, schedulers, data order and random streams all continue); ``fresh=True`` starts over.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .config import ConfigError, TrainConfig, default_out, identity, load_config
+from .data import load_dataset
+from .methods import Method, build_method
+from .run import evaluate_method, render_pictures, save_config
+
+
+class TrainingDiverged(RuntimeError):
+    """Training stopped because a loss went non-finite or the energy gap exploded (the last good checkpoint is kept)."""
+
+
+def train(config: "str | Path | dict | TrainConfig", overrides: Iterable[str] = (), *, fresh: bool = False) -> Path:
+    """Train the method the config names; returns the run directory. See the module docstring."""
+    cfg = load_config(config, overrides)
+    run_dir = Path(cfg.out or default_out(cfg))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+
+    # ---- data, model, optimisers ----
+    try:
+        data = load_dataset(cfg.data, n_samples=cfg.n_data, seed=cfg.seed)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"data: {err}") from None
+    data_shape = tuple(data.shape[1:])
+    method = build_method(cfg.method, cfg.model, data_shape).to(device)
+    batches = BatchSampler(len(data), cfg.batch_size, seed=cfg.seed)
+
+    # ---- resume, or start a fresh run ----
+    start, window = 0, {}  # window: the losses of the iterations since the last metrics line
+    checkpoint_path = run_dir / ckpt.CHECKPOINT_NAME
+    if checkpoint_path.exists() and not fresh:
+        start, window = resume(checkpoint_path, cfg, method, batches)
+    save_config(run_dir, cfg)
+    logger = MetricsLogger(run_dir, cfg.log.tensorboard, resume_at=start)
+    print(f"dualmcmc: {cfg.method} on {cfg.data} {tuple(data.shape)} -> {run_dir} "
+          f"({'resuming at iteration ' + str(start) if start else 'new run'}, device {device}, "
+          f"ops backend {_backend()})", file=sys.stderr)
+
+    # ---- the loop ----
+    progress = _progress_bar(cfg, start)
+    t_start = time.perf_counter()
+    for iteration in range(start + 1, cfg.iterations + 1):
+        batch_index, epoch_done = batches.next()
+        losses = method.train_step(data[batch_index].to(device))
+        if epoch_done:
+            method.on_epoch_end()  # per-epoch learning-rate schedules, as in the reference codes
+
+        problem = divergence(losses, cfg.guard.max_energy_gap)
+        if problem:
+            stop_diverged(run_dir, iteration, problem, losses, logger, progress)
+        for key, value in losses.items():
+            window.setdefault(key, []).append(value)
+
+        if iteration % cfg.log.log_every == 0 or iteration == cfg.iterations:
+            means = {k: float(np.mean(v)) for k, v in window.items()}
+            means["seconds_per_iteration"] = (time.perf_counter() - t_start) / (iteration - start)
+            logger.log(iteration, means)
+            if progress is not None:
+                progress.set_postfix(gap=f"{means['energy_gap']:.3g}", refresh=False)
+            window = {}
+        if cfg.log.image_every and iteration % cfg.log.image_every == 0:
+            render_pictures(method, data, cfg, run_dir, iteration)
+        if cfg.log.eval_every and iteration % cfg.log.eval_every == 0 and iteration != cfg.iterations:
+            logger.log(iteration, {f"eval/{k}": v for k, v in evaluate_method(method, cfg).items()})
+        if (cfg.log.checkpoint_every and iteration % cfg.log.checkpoint_every == 0) or iteration == cfg.iterations:
+            save(checkpoint_path, method, iteration, cfg, data_shape, batches, window, run_dir, logger, progress)
+        if progress is not None:
+            progress.update(1)
+    if progress is not None:
+        progress.close()
+
+    # ---- the end: pictures and the evaluation of the trained model ----
+    render_pictures(method, data, cfg, run_dir, cfg.iterations)
+    scores = evaluate_method(method, cfg)
+    ckpt.atomic_write_text(run_dir / "eval.json", json.dumps({"iteration": cfg.iterations, **scores}, indent=2) + "\n")
+    logger.log(cfg.iterations, {f"eval/{k}": v for k, v in scores.items()})
+    logger.close()
+    print(f"dualmcmc: done; {_format_scores(scores)}; run in {run_dir}", file=sys.stderr)
+    return run_dir
+
+
+# -- pieces of the loop ----------------------------------------------------------------------------------------
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda when available else cpu; an unavailable device is a ConfigError naming the key."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: {name!r} is not a device name; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} asked for, but this torch sees no CUDA device; use device=cpu or auto")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class BatchSampler:
+    """Indices of shuffled batches without replacement (the last incomplete batch is dropped, as in the
+    reference loaders); an epoch ends when the permutation runs out. Its state goes into checkpoints."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        if batch_size > n:
+            raise ConfigError(f"batch_size {batch_size} is larger than the data set ({n} rows); lower batch_size")
+        self.n, self.batch_size = n, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.randperm(n, generator=self.generator)
+        self.position = 0
+
+    def next(self) -> tuple[torch.Tensor, bool]:
+        """(indices of the next batch, whether this batch ends an epoch)."""
+        index = self.order[self.position: self.position + self.batch_size]
+        self.position += self.batch_size
+        epoch_done = self.position + self.batch_size > self.n
+        if epoch_done:
+            self.order = torch.randperm(self.n, generator=self.generator)
+            self.position = 0
+        return index, epoch_done
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": self.order, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order, self.position = state["order"], int(state["position"])
+
+
+def divergence(losses: dict[str, float], max_energy_gap: float) -> Optional[str]:
+    """Why training must stop (a non-finite value, an exploding energy gap), or None."""
+    bad = sorted(k for k, v in losses.items() if not math.isfinite(v))
+    if bad:
+        return f"non-finite value(s) in {bad}"
+    gap = losses.get("energy_gap", 0.0)
+    if max_energy_gap and abs(gap) > max_energy_gap:
+        return f"|energy_gap| = {abs(gap):.4g} exceeds guard.max_energy_gap = {max_energy_gap:g}"
+    return None
+
+
+def stop_diverged(run_dir: Path, iteration: int, problem: str, losses, logger, progress) -> None:
+    if progress is not None:
+        progress.close()
+    report = {"iteration": iteration, "reason": problem, "losses": losses}
+    ckpt.atomic_write_text(run_dir / "diverged.json", json.dumps(report, indent=2, default=str) + "\n")
+    logger.close()
+    last = ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT_NAME)["iteration"] \
+        if (run_dir / ckpt.CHECKPOINT_NAME).exists() else None
+    kept = f"the last good checkpoint (iteration {last}) is kept" if last is not None else "no checkpoint was written yet"
+    raise TrainingDiverged(
+        f"training stopped at iteration {iteration}: {problem}; {kept} in {run_dir}. Lower the learning rates or "
+        f"the Langevin step size (model.*), or raise guard.max_energy_gap if the gap is expected to be large")
+
+
+def save(path: Path, method: Method, iteration: int, cfg: TrainConfig, data_shape, batches: BatchSampler,
+         window: dict, run_dir: Path, logger, progress) -> None:
+    """Atomic checkpoint, only of finite parameters: a NaN model never replaces the last good checkpoint."""
+    bad = [name for name, p in method.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        stop_diverged(run_dir, iteration, f"non-finite parameters {bad[:5]}", {}, logger, progress)
+    ckpt.save_checkpoint(path, method, iteration=iteration, config=cfg.to_dict(), data_shape=data_shape,
+                         batches=batches.state_dict(), log_window=window)
+
+
+def resume(path: Path, cfg: TrainConfig, method: Method, batches: BatchSampler) -> tuple[int, dict]:
+    """Load a run's checkpoint into ``method`` and ``batches``; returns the iteration it reached and the
+    losses logged since the last metrics line (so the next line averages the same iterations)."""
+    state = ckpt.load_checkpoint(path, map_location=method.device)
+    saved = {k: state["config"][k] for k in identity(cfg)}
+    changed = sorted(k for k, v in identity(cfg).items() if saved.get(k) != v)
+    if changed:
+        raise ConfigError(
+            f"{path.parent} holds a run with different {changed}; train into another directory "
+            f"(--set out=...) or start over there with --fresh")
+    if state["iteration"] > cfg.iterations:
+        raise ConfigError(f"{path.parent} is already at iteration {state['iteration']} > iterations = "
+                          f"{cfg.iterations}; raise iterations to continue it, or use --fresh")
+    ckpt.load_method_state(method, state["method"])
+    batches.load_state_dict(state["batches"])
+    ckpt.set_rng_states(state["rng"])
+    return int(state["iteration"]), state.get("log_window", {})
+
+
+class MetricsLogger:
+    """metrics.jsonl (one {"iteration": i, ...} per line) plus TensorBoard scalars when tensorboard is installed.
+
+    On resume, lines past the checkpoint's iteration are dropped so the log matches the state that continues.
+    """
+
+    def __init__(self, run_dir: Path, tensorboard: bool, resume_at: int):
+        self.path = run_dir / "metrics.jsonl"
+        kept = []
+        if resume_at and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("iteration", 0) <= resume_at]
+        ckpt.atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        self.file = open(self.path, "a", buffering=1)
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=resume_at + 1 if resume_at else None)
+            except ImportError:  # tensorboard is optional: JSON lines are always written
+                self.writer = None
+
+    def log(self, iteration: int, values: dict[str, float]) -> None:
+        self.file.write(json.dumps({"iteration": iteration, **values}) + "\n")
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, iteration)
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def _progress_bar(cfg: TrainConfig, start: int):
+    if not cfg.log.progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    # Redirected output (CI logs, nohup) gets a line every half minute instead of a redraw per iteration.
+    interactive = sys.stderr.isatty()
+    return tqdm(total=cfg.iterations, initial=start, desc=cfg.method, unit="it", dynamic_ncols=True,
+                mininterval=0.1 if interactive else 30.0)
+
+
+def _backend() -> str:
+    from .ops import backend
+
+    return backend()
+
+
+def _format_scores(scores: dict) -> str:
+    keys = [k for k in ("grid_kl", "grid_tv", "mmd", "modes_hit") if k in scores]
+    return ", ".join(f"{k} {scores[k]:.4g}" for k in keys) or "no scores"

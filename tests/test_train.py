@@ -1,0 +1,184 @@
+"""The training loop: run directory contents, resume that continues bit for bit, the divergence guard, load_run."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import dualmcmc
+from dualmcmc import checkpoint as ckpt
+from dualmcmc.config import ConfigError
+from dualmcmc.train import TrainingDiverged, divergence, train
+
+SMALL_MODEL = {"ebm_hidden": 16, "generator_hidden": 16, "encoder_hidden": 16, "ebm_layers": 2,
+               "generator_layers": 2, "encoder_layers": 2, "x_steps": 3, "z_steps": 2}
+
+
+def small_config(tmp_path, **changes) -> dict:
+    config = {
+        "method": "dual_mcmc", "data": "8gaussians", "iterations": 6, "out": str(tmp_path / "run"), "seed": 3,
+        "device": "cpu", "batch_size": 32, "n_data": 512, "model": dict(SMALL_MODEL),
+        "log": {"log_every": 2, "image_every": 0, "checkpoint_every": 3, "progress": False, "tensorboard": False},
+        "eval": {"n_samples": 200, "resolution": 40},
+    }
+    config.update(changes)
+    return config
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_directory_holds_config_checkpoint_metrics_and_eval(tmp_path):
+    run_dir = train(small_config(tmp_path, log={"log_every": 2, "image_every": 3, "checkpoint_every": 3,
+                                                 "progress": False, "tensorboard": True}))
+    assert (run_dir / "config.yaml").exists() and (run_dir / "checkpoint.pt").exists()
+    lines = read_metrics(run_dir)
+    assert [line["iteration"] for line in lines if "energy_gap" in line] == [2, 4, 6]
+    assert all(math.isfinite(line["energy_gap"]) for line in lines if "energy_gap" in line)
+    scores = json.loads((run_dir / "eval.json").read_text())
+    assert scores["iteration"] == 6 and {"grid_kl", "grid_tv", "mmd", "modes_hit"} <= set(scores)
+    assert lines[-1]["eval/grid_kl"] == scores["grid_kl"]
+    assert {p.name for p in (run_dir / "images").iterdir()} >= {"iter_000003.png", "iter_000006.png", "latest.png"}
+    assert any((run_dir / "tb").iterdir())
+    assert ckpt.load_checkpoint(run_dir / "checkpoint.pt")["iteration"] == 6
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch):
+    from dualmcmc.methods.dual_mcmc import DualMCMC
+
+    whole = train(small_config(tmp_path, out=str(tmp_path / "whole")))
+
+    real_step, calls = DualMCMC.train_step, {"n": 0}
+
+    def interrupted_step(self, x):  # the run is killed during iteration 5, after the checkpoint at 3
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_step(self, x)
+
+    monkeypatch.setattr(DualMCMC, "train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_config(tmp_path, out=str(tmp_path / "split")))
+    monkeypatch.setattr(DualMCMC, "train_step", real_step)
+    resumed = train(small_config(tmp_path, out=str(tmp_path / "split")))
+
+    a = ckpt.load_checkpoint(whole / "checkpoint.pt")["method"]["model"]
+    b = ckpt.load_checkpoint(resumed / "checkpoint.pt")["method"]["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+    def lines(run_dir):
+        return [{k: v for k, v in line.items() if k != "seconds_per_iteration"} for line in read_metrics(run_dir)]
+
+    assert lines(whole) == lines(resumed)
+
+
+def test_training_a_finished_run_further_continues_it(tmp_path):
+    run_dir = train(small_config(tmp_path, iterations=3))
+    train(small_config(tmp_path, iterations=6))
+    assert ckpt.load_checkpoint(run_dir / "checkpoint.pt")["iteration"] == 6
+    with pytest.raises(ConfigError, match="already at iteration 6 > iterations = 4"):
+        train(small_config(tmp_path, iterations=4))
+
+
+def test_resume_refuses_a_run_with_another_model(tmp_path):
+    train(small_config(tmp_path, iterations=3))
+    with pytest.raises(ConfigError, match=r"different \['model'\].*--fresh"):
+        train(small_config(tmp_path, model={**SMALL_MODEL, "x_steps": 4}))
+    train(small_config(tmp_path, model={**SMALL_MODEL, "x_steps": 4}), fresh=True)
+
+
+def test_same_seed_same_run(tmp_path):
+    a = train(small_config(tmp_path, out=str(tmp_path / "a"), iterations=3))
+    b = train(small_config(tmp_path, out=str(tmp_path / "b"), iterations=3))
+    c = train(small_config(tmp_path, out=str(tmp_path / "c"), iterations=3, seed=4))
+    gaps = [[line["energy_gap"] for line in read_metrics(r) if "energy_gap" in line] for r in (a, b, c)]
+    assert gaps[0] == gaps[1] and gaps[0] != gaps[2]
+
+
+def test_divergence_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from dualmcmc.methods.dual_mcmc import DualMCMC
+
+    real_step = DualMCMC.train_step
+    calls = {"n": 0}
+
+    def exploding_step(self, x):
+        calls["n"] += 1
+        out = real_step(self, x)
+        if calls["n"] == 5:
+            with torch.no_grad():
+                for p in self.ebm.parameters():
+                    p.fill_(float("nan"))
+            out["energy_gap"] = float("nan")
+        return out
+
+    monkeypatch.setattr(DualMCMC, "train_step", exploding_step)
+    config = small_config(tmp_path, iterations=10)
+    with pytest.raises(TrainingDiverged, match=r"iteration 5: non-finite value\(s\) in \['energy_gap'\].*iteration 3"):
+        train(config)
+    run_dir = tmp_path / "run"
+    state = ckpt.load_checkpoint(run_dir / "checkpoint.pt")
+    assert state["iteration"] == 3
+    assert all(torch.isfinite(v).all() for v in state["method"]["model"].values())
+    assert json.loads((run_dir / "diverged.json").read_text())["iteration"] == 5
+    assert not (run_dir / "eval.json").exists()
+
+
+def test_divergence_reasons():
+    assert divergence({"energy_gap": 1.0, "loss": 2.0}, 1e4) is None
+    assert "energy_gap" in divergence({"energy_gap": 2e4}, 1e4)
+    assert "loss" in divergence({"energy_gap": 0.0, "loss": float("inf")}, 1e4)
+
+
+def test_load_run_gives_back_the_trained_method(tmp_path):
+    run_dir = train(small_config(tmp_path))
+    method = dualmcmc.load_run(run_dir)
+    assert method.name == "dual_mcmc" and method.run_iteration == 6
+    assert method.ebm is not None and method.generator is not None and method.encoder is not None
+    x = torch.randn(7, 2)
+    log_p = method.log_prob_unnormalized(x)
+    assert log_p.shape == (7,)
+    torch.testing.assert_close(log_p, -method.ebm(x).detach() / method.temperature)
+    samples = method.sample(11)
+    assert samples.shape == (11, 2) and torch.isfinite(samples).all()
+    saved = ckpt.load_checkpoint(run_dir / "checkpoint.pt")["method"]["model"]
+    for key, value in method.state_dict().items():
+        torch.testing.assert_close(value, saved[key])
+
+
+@pytest.mark.parametrize("method", ["coopnets", "short_run"])
+def test_baselines_train_through_the_same_loop(tmp_path, method):
+    model = {"ebm_hidden": 16, "ebm_layers": 2, "x_steps": 3}
+    if method == "coopnets":
+        model.update(generator_hidden=16, generator_layers=2)
+    run_dir = train(small_config(tmp_path, method=method, model=model, iterations=4))
+    assert json.loads((run_dir / "eval.json").read_text())["iteration"] == 4
+    assert dualmcmc.load_run(run_dir).sample(5).shape == (5, 2)
+
+
+def test_user_array_with_more_dimensions(tmp_path):
+    data = np.random.default_rng(0).normal(size=(300, 5)).astype("float32")
+    np.save(tmp_path / "points.npy", data)
+    run_dir = train(small_config(tmp_path, data=str(tmp_path / "points.npy"), iterations=3,
+                                 log={"log_every": 1, "image_every": 3, "progress": False, "tensorboard": False}))
+    scores = json.loads((run_dir / "eval.json").read_text())
+    assert {"mmd", "generator_mmd"} <= set(scores)
+    assert (run_dir / "images" / "iter_000003.png").exists()
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"data": "9gaussians"}, r"unknown data set '9gaussians'.*25gaussians"),
+    ({"data": "missing/file.npy"}, r"does not exist"),
+    ({"device": "cuda:7"}, r"device"),
+    ({"batch_size": 10_000}, r"batch_size 10000 is larger than the data set"),
+])
+def test_bad_runs_fail_before_writing_anything_but_the_directory(tmp_path, changes, message):
+    if changes.get("device", "").startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises((ConfigError, FileNotFoundError), match=message):
+        train(small_config(tmp_path, **changes))
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
