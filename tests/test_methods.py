@@ -127,12 +127,12 @@ def test_dual_mcmc_updates_in_the_order_generator_encoder_ebm():
 
 
 # ---- parity with a direct transcription of the reference loop (methods.md §2.2, §2.3, §2.11) ----
-def reference_langevin_x(x, netE, steps, a, b):
+def reference_langevin_x(x, netE, steps, a, b, ref_precision=0.0):
     x = x.clone().detach()
     x.requires_grad = True
     for _ in range(steps):
         g = torch.autograd.grad(netE(x).sum(), x)[0]
-        x.data = x.data - 0.5 * a**2 * g
+        x.data = x.data - 0.5 * a**2 * (g + ref_precision * x.data)
         x.data = x.data + b * torch.randn_like(x)
     return x.detach()
 
@@ -154,9 +154,10 @@ def diag_normal_NLL(z, mu, logvar):
 def reference_iteration(netE, netG, netI, optE, optG, optI, x, c):
     B = x.shape[0]
     mcmc_temp = (c.x_noise_std / c.x_step_size) ** 2
+    prec = 0.0 if c.x_ref_sigma is None else 1.0 / c.x_ref_sigma**2  # our switches, off in the reference
     z0 = torch.randn(B, c.latent_dim)
     x0 = netG(z0)
-    x_t = reference_langevin_x(x0, netE, c.x_steps, c.x_step_size, c.x_noise_std)
+    x_t = reference_langevin_x(x0, netE, c.x_steps, c.x_step_size, c.x_noise_std, prec)
     optG.zero_grad()
     mu, logvar = netI(x)
     z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
@@ -179,10 +180,12 @@ def reference_iteration(netE, netG, netI, optE, optG, optI, x, c):
     E_T = torch.mean(netE(x))
     x0 = netG(z0)
     if c.fine_tune:
-        x0 = reference_langevin_x(x0, netE, c.x_steps, c.x_step_size, c.x_noise_std)
+        x0 = reference_langevin_x(x0, netE, c.x_steps, c.x_step_size, c.x_noise_std, prec)
     E_F = torch.mean(netE(x0.detach()))
     errE = E_T - E_F
-    (errE / mcmc_temp if c.use_temp else errE).backward()
+    loss = errE / mcmc_temp if c.use_temp else errE
+    loss = loss + c.energy_l2 * (netE(x).square().mean() + netE(x0.detach()).square().mean())
+    loss.backward()
     optE.step()
     return float(errE.detach()), float(errG.detach()), float(errI.detach())
 
@@ -195,10 +198,13 @@ def float64():
     torch.set_default_dtype(previous)
 
 
-@pytest.mark.parametrize("fine_tune", [True, False])
-def test_dual_mcmc_iteration_matches_the_reference_loop(float64, fine_tune):
+@pytest.mark.parametrize("fine_tune, switches", [
+    (True, {}), (False, {}),
+    (True, {"x_ref_sigma": 2.0, "energy_l2": 0.1, "x_noise_std": 0.3, "s_factor": 1.0}),  # configs/toy2d.yaml's
+])
+def test_dual_mcmc_iteration_matches_the_reference_loop(float64, fine_tune, switches):
     params = {**TINY["dual_mcmc"], "x_steps": 4, "z_steps": 3, "explicit_noise": True, "fine_tune": fine_tune,
-              "x_step_size": 0.3, "lr_ebm": 1e-3, "lr_generator": 1e-3, "lr_encoder": 1e-3}
+              "x_step_size": 0.3, "lr_ebm": 1e-3, "lr_generator": 1e-3, "lr_encoder": 1e-3, **switches}
     torch.manual_seed(0)
     method = build_method("dual_mcmc", params, (2,))
     c = method.config
@@ -218,3 +224,13 @@ def test_dual_mcmc_iteration_matches_the_reference_loop(float64, fine_tune):
         for mine, ref in ((method.ebm, netE), (method.generator, netG), (method.encoder, netI)):
             for p, q in zip(mine.parameters(), ref.parameters()):
                 torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
+
+
+def test_dual_mcmc_density_includes_the_reference_gaussian_and_the_temperature():
+    params = {**TINY["dual_mcmc"], "x_ref_sigma": 2.0, "x_step_size": 0.1, "x_noise_std": 0.05}
+    method = build_method("dual_mcmc", params, (2,))
+    x = torch.randn(5, 2)
+    expected = -(method.ebm(x) + x.square().sum(1) / (2 * 2.0**2)) / (0.05 / 0.1) ** 2
+    torch.testing.assert_close(method.log_prob_unnormalized(x), expected.detach())
+    with pytest.raises(ValueError, match="x_ref_sigma must be > 0"):
+        build_method("dual_mcmc", {**TINY["dual_mcmc"], "x_ref_sigma": 0.0}, (2,))
