@@ -52,7 +52,7 @@ setup(
     install_requires=["torch>=2.4"],
     extras_require={
         "train": ["pyyaml", "tqdm", "numpy", "matplotlib", "tensorboard", "scikit-learn"],
-        "test": ["pytest", "pyyaml", "tqdm", "numpy", "matplotlib", "scikit-learn", "scipy"],
+        "test": ["pytest", "pyyaml", "tqdm", "numpy", "matplotlib", "tensorboard", "scikit-learn", "scipy"],
     },
     entry_points={"console_scripts": ["dualmcmc = dualmcmc.cli:main"]},
     ext_modules=ext_modules,
