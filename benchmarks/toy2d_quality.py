@@ -42,12 +42,16 @@ def one_run(job: dict) -> dict:
         scores = json.loads((run_dir / "eval.json").read_text())
     except TrainingDiverged as err:
         scores = {"diverged": str(err)}
+    except Exception as err:  # one broken run must not lose the others' results
+        scores = {"failed": f"{type(err).__name__}: {err}"}
     return {**job, **scores, "seconds": time.perf_counter() - start}
 
 
 def table(rows: list[dict]) -> str:
     def cell(row, key, fmt):
         value = row.get(key)
+        if "failed" in row:
+            return "failed"
         return "diverged" if "diverged" in row else ("-" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value))
 
     lines = ["| density | method | grid KL (nats) | grid TV | MMD | modes hit | max share error | seconds |",
@@ -79,22 +83,29 @@ def main() -> None:
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     jobs = [{"density": d, "method": m, "iterations": args.iterations, "seed": args.seed, "threads": threads,
              "out": str(Path(args.out) / f"{d}_{m}")} for d in args.densities for m in args.methods]
+    path = Path(args.json or Path(args.out) / "results.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+
+    def keep(row):  # written after every run, so an interrupted benchmark keeps what it measured
+        rows.append(row)
+        path.write_text(json.dumps(rows, indent=2) + "\n")
+
     if args.jobs == 1:
-        rows = [one_run(job) for job in jobs]
+        for job in jobs:
+            keep(one_run(job))
     else:
         import multiprocessing
 
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            rows = list(pool.map(one_run, jobs))
+            for row in pool.map(one_run, jobs):
+                keep(row)
 
     import torch
 
     print(f"# toy2d_quality: {date.today()}, torch {torch.__version__}, {platform.machine()}, "
           f"{os.cpu_count()} cores, {args.iterations} iterations, seed {args.seed}, jobs {args.jobs}")
     print(table(rows))
-    path = Path(args.json or Path(args.out) / "results.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample", help="draw samples from a trained run")
     sample.add_argument("run", help="run directory (holds checkpoint.pt)")
     sample.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
-    sample.add_argument("--out", help="where to write the samples (.npy; default RUN/samples.npy)")
+    sample.add_argument("--out", help="where to write the samples (.npy; default RUN/samples.npy; 2-D data also get a .png)")
     sample.add_argument("--seed", type=int, default=0, help="seed of the sampler's random numbers (default 0)")
     sample.add_argument("--generator-only", action="store_true", help="generator samples without the EBM's Langevin")
     sample.add_argument("--device", help="device to sample on (default: the run's, when available)")
@@ -79,6 +79,9 @@ def _sample(args) -> int:
 
     if args.n < 1:
         raise _config_error(f"-n must be >= 1, got {args.n}")
+    out = Path(args.out) if args.out else Path(args.run) / "samples.npy"
+    if out.suffix != ".npy":
+        raise _config_error(f"--out must end in .npy, got {str(out)!r}")
     method = load_run(args.run, args.device)
     generator = torch.Generator(device=method.device).manual_seed(args.seed)
     if args.generator_only:
@@ -87,15 +90,19 @@ def _sample(args) -> int:
             raise _config_error(f"--generator-only: method {method.name!r} has no generator")
     else:
         samples = method.sample(args.n, generator=generator)
-    out = Path(args.out) if args.out else Path(args.run) / "samples.npy"
-    if out.suffix != ".npy":
-        raise _config_error(f"--out must end in .npy, got {str(out)!r}")
     out.parent.mkdir(parents=True, exist_ok=True)
     array = samples.detach().cpu().float().numpy()
     from .checkpoint import atomic_write_bytes
 
     atomic_write_bytes(out, lambda handle: np.save(handle, array))
     print(f"{out} {array.shape}")
+    if array.ndim == 2 and array.shape[1] == 2:  # 2-D samples: a scatter plot beside the array
+        try:
+            from .plotting import plot_samples_2d
+
+            print(plot_samples_2d(out.with_suffix(".png"), array, title=f"{method.name} samples (n = {args.n})"))
+        except ImportError:  # matplotlib is optional
+            pass
     return 0
 
 

@@ -39,8 +39,23 @@ def checkpoint_file(run_dir: "str | Path") -> Path:
     return path
 
 
+def resolve_device(name: "str | torch.device") -> torch.device:
+    """"auto" -> cuda when available else cpu; an unknown or unavailable device is a ConfigError naming it."""
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device: {name!r} is not a device name; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} asked for, but this torch sees no CUDA device; use cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device: {name!r} asked for, but there are {torch.cuda.device_count()} CUDA devices")
+    return device
+
+
 def run_config(run_dir: "str | Path") -> TrainConfig:
-    """The resolved config a run was trained with (from its checkpoint, else from its config.yaml)."""
+    """The resolved config a run was trained with (from its checkpoint)."""
     return load_config(ckpt.load_checkpoint(checkpoint_file(run_dir))["config"])
 
 
@@ -55,9 +70,9 @@ def load_run(run_dir: "str | Path", device: "str | torch.device | None" = None) 
     cfg = load_config(state["config"])
     method = build_method(cfg.method, cfg.model, tuple(state["data_shape"]))
     ckpt.load_method_state(method, state["method"], training_state=False)
-    if device is None:
+    if device is None:  # the run's device when this machine has it, else the CPU
         device = "cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu"
-    method = method.to(device)
+    method = method.to(resolve_device(device))
     method.run_config = cfg
     method.run_iteration = int(state["iteration"])
     return method
@@ -83,12 +98,11 @@ def render_pictures(method: Method, data: torch.Tensor, cfg: TrainConfig, run_di
         from .metrics import grid_density, true_grid_log_mass
 
         picked = data[torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))[:PICTURE_SAMPLES]]
-        true_density = true_grid_log_mass(cfg.data, PLOT_BOUNDS, PICTURE_RESOLUTION).exp() if is_toy(cfg.data) else None
-        model_density = grid_density(method.log_prob_unnormalized, PLOT_BOUNDS, PICTURE_RESOLUTION,
-                                     device=method.device)
+        bounds = PLOT_BOUNDS if is_toy(cfg.data) else plotting.sample_bounds(data)
+        true_density = true_grid_log_mass(cfg.data, bounds, PICTURE_RESOLUTION).exp() if is_toy(cfg.data) else None
+        model_density = grid_density(method.log_prob_unnormalized, bounds, PICTURE_RESOLUTION, device=method.device)
         generator_samples = method.generator_sample(PICTURE_SAMPLES, generator=generator)
         reconstructions = method.reconstruct(picked[:500])
-        bounds = PLOT_BOUNDS if is_toy(cfg.data) else plotting.sample_bounds(data)
         plotting.plot_2d_run(
             path, bounds=bounds, data=picked, ebm_samples=samples, true_density=true_density,
             model_density=model_density, generator_samples=generator_samples, reconstructions=reconstructions,
@@ -111,6 +125,9 @@ def evaluate_method(method: Method, cfg: TrainConfig, n_samples: Optional[int] =
     from .data import load_dataset
     from .metrics import evaluate_2d, mmd
 
+    for key, value in (("n_samples", n_samples), ("resolution", resolution)):
+        if value is not None and value < 2:
+            raise ConfigError(f"evaluation {key} must be >= 2, got {value}")
     n = n_samples or cfg.eval.n_samples
     if method.data_shape == (2,):
         return evaluate_2d(method.log_prob_unnormalized, method.sample, cfg.data, n_samples=n, seed=cfg.seed,
@@ -130,7 +147,8 @@ def evaluate_run(run_dir: "str | Path", n_samples: Optional[int] = None, resolut
     """Evaluate a run's latest checkpoint and write RUN/eval.json."""
     method = load_run(run_dir, device)
     scores = evaluate_method(method, method.run_config, n_samples, resolution)
-    out = {"iteration": method.run_iteration, **scores}
+    out = {"iteration": method.run_iteration, "n_samples": n_samples or method.run_config.eval.n_samples,
+           "resolution": resolution or method.run_config.eval.resolution, **scores}
     ckpt.atomic_write_text(Path(run_dir) / EVAL_NAME, json.dumps(out, indent=2) + "\n")
     return out
 

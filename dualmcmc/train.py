@@ -14,6 +14,7 @@ import math
 import random
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -24,7 +25,7 @@ from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig, default_out, identity, load_config
 from .data import load_dataset
 from .methods import Method, build_method
-from .run import evaluate_method, render_pictures, save_config
+from .run import evaluate_method, render_pictures, resolve_device, save_config
 
 
 class TrainingDiverged(RuntimeError):
@@ -35,7 +36,6 @@ def train(config: "str | Path | dict | TrainConfig", overrides: Iterable[str] = 
     """Train the method the config names; returns the run directory. See the module docstring."""
     cfg = load_config(config, overrides)
     run_dir = Path(cfg.out or default_out(cfg))
-    run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
 
@@ -45,13 +45,19 @@ def train(config: "str | Path | dict | TrainConfig", overrides: Iterable[str] = 
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"data: {err}") from None
     data_shape = tuple(data.shape[1:])
-    method = build_method(cfg.method, cfg.model, data_shape).to(device)
+    try:
+        method = build_method(cfg.method, cfg.model, data_shape).to(device)
+    except ValueError as err:  # a model value the method rejects (e.g. z_likelihood, x_ref_sigma)
+        raise ConfigError(f"model: {err}") from None
     batches = BatchSampler(len(data), cfg.batch_size, seed=cfg.seed)
 
-    # ---- resume, or start a fresh run ----
+    # ---- resume, or start a fresh run (only now that everything checked out is anything written) ----
+    run_dir.mkdir(parents=True, exist_ok=True)
     start, window = 0, {}  # window: the losses of the iterations since the last metrics line
     checkpoint_path = run_dir / ckpt.CHECKPOINT_NAME
-    if checkpoint_path.exists() and not fresh:
+    if fresh:
+        clear_run(run_dir)
+    if checkpoint_path.exists():
         start, window = resume(checkpoint_path, cfg, method, batches)
     save_config(run_dir, cfg)
     logger = MetricsLogger(run_dir, cfg.log.tensorboard, resume_at=start)
@@ -61,61 +67,57 @@ def train(config: "str | Path | dict | TrainConfig", overrides: Iterable[str] = 
 
     # ---- the loop ----
     progress = _progress_bar(cfg, start)
-    t_start = time.perf_counter()
-    for iteration in range(start + 1, cfg.iterations + 1):
-        batch_index, epoch_done = batches.next()
-        losses = method.train_step(data[batch_index].to(device))
-        if epoch_done:
-            method.on_epoch_end()  # per-epoch learning-rate schedules, as in the reference codes
+    try:
+        t_start = time.perf_counter()
+        for iteration in range(start + 1, cfg.iterations + 1):
+            batch_index, epoch_done = batches.next()
+            losses = method.train_step(data[batch_index].to(device))
+            if epoch_done:
+                method.on_epoch_end()  # per-epoch learning-rate schedules, as in the reference codes
 
-        problem = divergence(losses, cfg.guard.max_energy_gap)
-        if problem:
-            stop_diverged(run_dir, iteration, problem, losses, logger, progress)
-        for key, value in losses.items():
-            window.setdefault(key, []).append(value)
+            problem = divergence(losses, cfg.guard.max_energy_gap)
+            if problem:
+                stop_diverged(run_dir, iteration, problem, losses, logger, progress)
+            for key, value in losses.items():
+                window.setdefault(key, []).append(value)
 
-        if iteration % cfg.log.log_every == 0 or iteration == cfg.iterations:
-            means = {k: float(np.mean(v)) for k, v in window.items()}
-            means["seconds_per_iteration"] = (time.perf_counter() - t_start) / (iteration - start)
-            logger.log(iteration, means)
+            if iteration % cfg.log.log_every == 0 or iteration == cfg.iterations:
+                means = {k: float(np.mean(v)) for k, v in window.items()}
+                means["seconds_per_iteration"] = (time.perf_counter() - t_start) / (iteration - start)
+                logger.log(iteration, means)
+                if progress is not None:
+                    progress.set_postfix(gap=f"{means['energy_gap']:.3g}", refresh=False)
+                window = {}
+            if cfg.log.image_every and iteration % cfg.log.image_every == 0 and iteration != cfg.iterations:
+                with isolated_rng(device):
+                    render_pictures(method, data, cfg, run_dir, iteration)
+            if cfg.log.eval_every and iteration % cfg.log.eval_every == 0 and iteration != cfg.iterations:
+                with isolated_rng(device):
+                    logger.log(iteration, {f"eval/{k}": v for k, v in evaluate_method(method, cfg).items()})
+            if (cfg.log.checkpoint_every and iteration % cfg.log.checkpoint_every == 0) or iteration == cfg.iterations:
+                save(checkpoint_path, method, iteration, cfg, data_shape, batches, window, run_dir, logger, progress)
             if progress is not None:
-                progress.set_postfix(gap=f"{means['energy_gap']:.3g}", refresh=False)
-            window = {}
-        if cfg.log.image_every and iteration % cfg.log.image_every == 0:
-            render_pictures(method, data, cfg, run_dir, iteration)
-        if cfg.log.eval_every and iteration % cfg.log.eval_every == 0 and iteration != cfg.iterations:
-            logger.log(iteration, {f"eval/{k}": v for k, v in evaluate_method(method, cfg).items()})
-        if (cfg.log.checkpoint_every and iteration % cfg.log.checkpoint_every == 0) or iteration == cfg.iterations:
-            save(checkpoint_path, method, iteration, cfg, data_shape, batches, window, run_dir, logger, progress)
+                progress.update(1)
         if progress is not None:
-            progress.update(1)
-    if progress is not None:
-        progress.close()
+            progress.close()
+            progress = None
 
-    # ---- the end: pictures and the evaluation of the trained model ----
-    render_pictures(method, data, cfg, run_dir, cfg.iterations)
-    scores = evaluate_method(method, cfg)
-    ckpt.atomic_write_text(run_dir / "eval.json", json.dumps({"iteration": cfg.iterations, **scores}, indent=2) + "\n")
-    logger.log(cfg.iterations, {f"eval/{k}": v for k, v in scores.items()})
-    logger.close()
+        # ---- the end: pictures and the evaluation of the trained model ----
+        with isolated_rng(device):
+            render_pictures(method, data, cfg, run_dir, cfg.iterations)
+            scores = evaluate_method(method, cfg)
+        summary = {"iteration": cfg.iterations, "n_samples": cfg.eval.n_samples, "resolution": cfg.eval.resolution}
+        ckpt.atomic_write_text(run_dir / "eval.json", json.dumps({**summary, **scores}, indent=2) + "\n")
+        logger.log(cfg.iterations, {f"eval/{k}": v for k, v in scores.items()})
+    finally:  # Ctrl-C or an error: flush what was logged
+        if progress is not None:
+            progress.close()
+        logger.close()
     print(f"dualmcmc: done; {_format_scores(scores)}; run in {run_dir}", file=sys.stderr)
     return run_dir
 
 
 # -- pieces of the loop ----------------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when available else cpu; an unavailable device is a ConfigError naming the key."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device: {name!r} is not a device name; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} asked for, but this torch sees no CUDA device; use device=cpu or auto")
-    return device
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -190,7 +192,7 @@ def save(path: Path, method: Method, iteration: int, cfg: TrainConfig, data_shap
 def resume(path: Path, cfg: TrainConfig, method: Method, batches: BatchSampler) -> tuple[int, dict]:
     """Load a run's checkpoint into ``method`` and ``batches``; returns the iteration it reached and the
     losses logged since the last metrics line (so the next line averages the same iterations)."""
-    state = ckpt.load_checkpoint(path, map_location=method.device)
+    state = ckpt.load_checkpoint(path, map_location="cpu")
     saved = {k: state["config"][k] for k in identity(cfg)}
     changed = sorted(k for k, v in identity(cfg).items() if saved.get(k) != v)
     if changed:
@@ -217,7 +219,7 @@ class MetricsLogger:
         kept = []
         if resume_at and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("iteration", 0) <= resume_at]
+                    if _iteration_of(line) is not None and _iteration_of(line) <= resume_at]
         ckpt.atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         self.file = open(self.path, "a", buffering=1)
         self.writer = None
@@ -241,6 +243,33 @@ class MetricsLogger:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _iteration_of(line: str) -> Optional[int]:
+    """The iteration of a metrics line, or None for a blank or torn one (a process killed mid-write)."""
+    try:
+        return int(json.loads(line)["iteration"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def clear_run(run_dir: Path) -> None:
+    """What a previous run left in ``run_dir`` (for --fresh): checkpoint, logs, pictures, scores."""
+    import shutil
+
+    for name in (ckpt.CHECKPOINT_NAME, "diverged.json", "eval.json", "metrics.jsonl"):
+        (run_dir / name).unlink(missing_ok=True)
+    for name in ("tb", "images"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+@contextmanager
+def isolated_rng(device: torch.device):
+    """Pictures and evaluations draw random numbers without moving the training's streams, so a run's numbers do
+    not depend on how often it draws pictures."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
 
 
 def _progress_bar(cfg: TrainConfig, start: int):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,28 @@ def test_sample_writes_npy(trained_run, tmp_path, capsys):
     assert np.load(out).shape == (8, 2)
 
 
+def test_sample_agrees_with_the_python_api(trained_run, tmp_path):
+    import torch
+
+    import dualmcmc
+
+    out = tmp_path / "s.npy"
+    assert main(["sample", str(trained_run), "-n", "9", "--out", str(out), "--seed", "5"]) == 0
+    method = dualmcmc.load_run(trained_run)
+    expected = method.sample(9, generator=torch.Generator().manual_seed(5))
+    np.testing.assert_array_equal(np.load(out), expected.numpy())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-n", "0"], r"-n must be >= 1"),
+    (["--device", "bogus"], r"device: 'bogus' is not a device name"),
+    (["--out", "x.txt"], r"--out must end in .npy"),
+])
+def test_sample_bad_arguments_exit_2(trained_run, argv, message, capsys):
+    assert main(["sample", str(trained_run), *argv]) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
 def test_evaluate_prints_and_writes_scores(trained_run, capsys):
     assert main(["evaluate", str(trained_run), "--n-samples", "100", "--resolution", "30"]) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -61,6 +84,7 @@ def test_evaluate_prints_and_writes_scores(trained_run, capsys):
     (["train", "configs/toy2d.yaml", "--set", "iterations=many"], r"iterations: expected int"),
     (["train", "configs/toy2d.yaml", "--set", "iterations"], r"must look like key=value"),
     (["train", "no/such.yaml"], r"config file 'no/such.yaml' does not exist"),
+    (["train", "configs/toy2d.yaml", "--set", "model.z_likelihood=bogus"], r"model: z_likelihood must be one of"),
     (["sample", "no/such/run"], r"not a dualmcmc run directory"),
     (["evaluate", "no/such/run"], r"not a dualmcmc run directory"),
 ])
@@ -69,8 +93,6 @@ def test_user_errors_exit_2_with_a_message(argv, message, capsys, monkeypatch):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"dualmcmc {argv[0]}: error: ")
-    import re
-
     assert re.search(message, err), err
 
 

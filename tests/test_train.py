@@ -55,7 +55,10 @@ def test_run_directory_holds_config_checkpoint_metrics_and_eval(tmp_path):
 def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch):
     from dualmcmc.methods.dual_mcmc import DualMCMC
 
-    whole = train(small_config(tmp_path, out=str(tmp_path / "whole")))
+    # 64 rows in batches of 32: three epochs (schedulers, reshuffles) in 6 iterations; pictures drawn on the way
+    changes = {"n_data": 64, "model": {**SMALL_MODEL, "lr_decay": 0.9},
+               "log": {"log_every": 2, "image_every": 2, "checkpoint_every": 3, "progress": False, "tensorboard": False}}
+    whole = train(small_config(tmp_path, out=str(tmp_path / "whole"), **changes))
 
     real_step, calls = DualMCMC.train_step, {"n": 0}
 
@@ -67,9 +70,9 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch)
 
     monkeypatch.setattr(DualMCMC, "train_step", interrupted_step)
     with pytest.raises(KeyboardInterrupt):
-        train(small_config(tmp_path, out=str(tmp_path / "split")))
+        train(small_config(tmp_path, out=str(tmp_path / "split"), **changes))
     monkeypatch.setattr(DualMCMC, "train_step", real_step)
-    resumed = train(small_config(tmp_path, out=str(tmp_path / "split")))
+    resumed = train(small_config(tmp_path, out=str(tmp_path / "split"), **changes))
 
     a = ckpt.load_checkpoint(whole / "checkpoint.pt")["method"]["model"]
     b = ckpt.load_checkpoint(resumed / "checkpoint.pt")["method"]["model"]
@@ -80,6 +83,37 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch)
         return [{k: v for k, v in line.items() if k != "seconds_per_iteration"} for line in read_metrics(run_dir)]
 
     assert lines(whole) == lines(resumed)
+    lr = ckpt.load_checkpoint(resumed / "checkpoint.pt")["method"]["optimizers"]["ebm"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(1e-4 * 0.9**3)  # three epochs of ExponentialLR, one of them after the resume
+
+
+def test_pictures_and_evaluations_do_not_change_the_training(tmp_path):
+    quiet = train(small_config(tmp_path, out=str(tmp_path / "quiet")))
+    busy = train(small_config(tmp_path, out=str(tmp_path / "busy"),
+                              log={"log_every": 2, "image_every": 1, "eval_every": 2, "checkpoint_every": 3,
+                                   "progress": False, "tensorboard": False}))
+    a = ckpt.load_checkpoint(quiet / "checkpoint.pt")["method"]["model"]
+    b = ckpt.load_checkpoint(busy / "checkpoint.pt")["method"]["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_fresh_clears_the_previous_run(tmp_path):
+    run_dir = train(small_config(tmp_path, log={"log_every": 2, "image_every": 3, "checkpoint_every": 3,
+                                                 "progress": False, "tensorboard": False}))
+    (run_dir / "diverged.json").write_text("{}")
+    train(small_config(tmp_path, iterations=2), fresh=True)
+    assert ckpt.load_checkpoint(run_dir / "checkpoint.pt")["iteration"] == 2
+    assert not (run_dir / "diverged.json").exists() and not (run_dir / "images" / "iter_000003.png").exists()
+    assert max(line["iteration"] for line in read_metrics(run_dir)) == 2
+
+
+def test_resume_skips_a_torn_metrics_line(tmp_path):
+    run_dir = train(small_config(tmp_path, iterations=3))
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        handle.write('{"iteration": 4, "energy_ga')  # killed mid-write
+    train(small_config(tmp_path))
+    assert [line["iteration"] for line in read_metrics(run_dir) if "energy_gap" in line] == [2, 3, 4, 6]
 
 
 def test_training_a_finished_run_further_continues_it(tmp_path):
@@ -180,10 +214,19 @@ def test_user_array_with_more_dimensions(tmp_path):
     ({"data": "missing/file.npy"}, r"does not exist"),
     ({"device": "cuda:7"}, r"device"),
     ({"batch_size": 10_000}, r"batch_size 10000 is larger than the data set"),
+    ({"model": {**SMALL_MODEL, "z_likelihood": "bogus"}}, r"model: z_likelihood must be one of"),
+    ({"model": {**SMALL_MODEL, "x_ref_sigma": -1.0}}, r"model: x_ref_sigma must be > 0"),
 ])
-def test_bad_runs_fail_before_writing_anything_but_the_directory(tmp_path, changes, message):
-    if changes.get("device", "").startswith("cuda") and torch.cuda.is_available():
+def test_bad_runs_fail_before_writing_anything(tmp_path, changes, message):
+    if str(changes.get("device", "")).startswith("cuda") and torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    with pytest.raises((ConfigError, FileNotFoundError), match=message):
+    with pytest.raises(ConfigError, match=message):
         train(small_config(tmp_path, **changes))
-    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_fresh_run_keeps_the_previous_one(tmp_path):
+    run_dir = train(small_config(tmp_path, iterations=3))
+    with pytest.raises(ConfigError):
+        train(small_config(tmp_path, data="9gaussians"), fresh=True)
+    assert ckpt.load_checkpoint(run_dir / "checkpoint.pt")["iteration"] == 3
