@@ -1,11 +1,12 @@
-"""Quality on the 2-D toys: every density x {dual_mcmc, coopnets, short_run}, same iterations and seeds.
+"""Quality on the 2-D toys: every density x every method, same iterations and seeds.
 
     python benchmarks/toy2d_quality.py                         # the full table (about an hour on 2 CPU cores)
     python benchmarks/toy2d_quality.py --densities 8gaussians --methods dual_mcmc --iterations 300   # a smoke run
     python benchmarks/toy2d_quality.py --jobs 2                # two runs at a time, one thread each
 
-Each run trains from the method's shipped config (configs/toy2d.yaml, configs/toy2d_coopnets.yaml,
-configs/toy2d_short_run.yaml) with only data, iterations, seed and out changed, then scores the final model with
+Each run trains from the method's shipped config (configs/toy2d.yaml, configs/toy2d_vae_mcmc.yaml,
+configs/toy2d_nt_ebm.yaml, configs/toy2d_coopnets.yaml, configs/toy2d_short_run.yaml) with only data, iterations,
+seed and out changed (nt_ebm spends the first model.flow_pretrain_iterations of them fitting its flow), then scores the final model with
 dualmcmc.metrics.evaluate_2d: grid KL(true || model) and TV of the EBM density normalised on a 500 x 500 grid of
 [-4, 4]^2, MMD of 5000 EBM samples, and the modes (8gaussians, 25gaussians) or rings (rings) that the samples reach.
 Prints one markdown table and writes every number to --json.
@@ -23,7 +24,8 @@ from datetime import date
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = {"dual_mcmc": "toy2d.yaml", "coopnets": "toy2d_coopnets.yaml", "short_run": "toy2d_short_run.yaml"}
+CONFIGS = {"dual_mcmc": "toy2d.yaml", "vae_mcmc": "toy2d_vae_mcmc.yaml", "nt_ebm": "toy2d_nt_ebm.yaml",
+           "coopnets": "toy2d_coopnets.yaml", "short_run": "toy2d_short_run.yaml"}
 DENSITIES = ("8gaussians", "25gaussians", "rings", "2spirals", "checkerboard", "pinwheel", "moons")
 
 
