@@ -30,7 +30,7 @@ DENSITIES = ("8gaussians", "25gaussians", "rings", "2spirals", "checkerboard", "
 
 
 def one_run(job: dict) -> dict:
-    """Train and score one (density, method); runs in a worker process."""
+    """Train and score one job {config, density, iterations, seed, out, threads}; runs in a worker process."""
     import torch
 
     torch.set_num_threads(job["threads"])
@@ -40,13 +40,35 @@ def one_run(job: dict) -> dict:
                  f"out={job['out']}", "log.progress=false", "log.image_every=0", "device=cpu"]
     start = time.perf_counter()
     try:
-        run_dir = train(REPO / "configs" / CONFIGS[job["method"]], overrides, fresh=True)
+        run_dir = train(REPO / "configs" / job["config"], overrides, fresh=True)
         scores = json.loads((run_dir / "eval.json").read_text())
     except TrainingDiverged as err:
         scores = {"diverged": str(err)}
     except Exception as err:  # one broken run must not lose the others' results
         scores = {"failed": f"{type(err).__name__}: {err}"}
     return {**job, **scores, "seconds": time.perf_counter() - start}
+
+
+def run_all(jobs: list[dict], parallel: int, path: Path) -> list[dict]:
+    """Every job through one_run, ``parallel`` at a time; the rows are written to ``path`` after every run, so an
+    interrupted benchmark keeps what it measured."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+
+    def keep(row):
+        rows.append(row)
+        path.write_text(json.dumps(rows, indent=2) + "\n")
+
+    if parallel == 1:
+        for job in jobs:
+            keep(one_run(job))
+    else:
+        import multiprocessing
+
+        with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for row in pool.map(one_run, jobs):
+                keep(row)
+    return rows
 
 
 def table(rows: list[dict]) -> str:
@@ -83,25 +105,9 @@ def main() -> None:
 
         args.iterations = load_config(REPO / "configs" / CONFIGS["dual_mcmc"]).iterations
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    jobs = [{"density": d, "method": m, "iterations": args.iterations, "seed": args.seed, "threads": threads,
-             "out": str(Path(args.out) / f"{d}_{m}")} for d in args.densities for m in args.methods]
-    path = Path(args.json or Path(args.out) / "results.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
-
-    def keep(row):  # written after every run, so an interrupted benchmark keeps what it measured
-        rows.append(row)
-        path.write_text(json.dumps(rows, indent=2) + "\n")
-
-    if args.jobs == 1:
-        for job in jobs:
-            keep(one_run(job))
-    else:
-        import multiprocessing
-
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for row in pool.map(one_run, jobs):
-                keep(row)
+    jobs = [{"density": d, "method": m, "config": CONFIGS[m], "iterations": args.iterations, "seed": args.seed,
+             "threads": threads, "out": str(Path(args.out) / f"{d}_{m}")} for d in args.densities for m in args.methods]
+    rows = run_all(jobs, args.jobs, Path(args.json or Path(args.out) / "results.json"))
 
     import torch
 

@@ -78,7 +78,7 @@ def test_evaluate_prints_and_writes_scores(trained_run, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "configs/toy2d.yaml", "--set", "method=dual"], r"unknown method 'dual'; available methods: \['coopnets', 'dual_mcmc', 'short_run'\]"),
+    (["train", "configs/toy2d.yaml", "--set", "method=dual"], r"unknown method 'dual'; available methods: \['coopnets', 'dual_mcmc', 'nt_ebm', 'short_run', 'vae_mcmc'\]"),
     (["train", "configs/toy2d.yaml", "--set", "iteratons=5"], r"unknown top-level key\(s\) \['iteratons'\]; valid keys: .*'iterations'"),
     (["train", "configs/toy2d.yaml", "--set", "model.x_step=0.1"], r"unknown model \(method 'dual_mcmc'\) key\(s\) \['x_step'\].*'x_step_size'"),
     (["train", "configs/toy2d.yaml", "--set", "iterations=many"], r"iterations: expected int"),

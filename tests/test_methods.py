@@ -17,7 +17,13 @@ TINY = {
                   "encoder_layers": 2, "latent_dim": 2, "x_steps": 3, "z_steps": 2},
     "coopnets": {**TINY_NETS, "generator_hidden": 16, "generator_layers": 2, "latent_dim": 2, "x_steps": 3},
     "short_run": {**TINY_NETS, "x_steps": 3},
+    "vae_mcmc": {**TINY_NETS, "generator_hidden": 16, "generator_layers": 2, "encoder_hidden": 16,
+                 "encoder_layers": 2, "latent_dim": 2, "x_steps": 3},
+    "nt_ebm": {**TINY_NETS, "flow_layers": 2, "flow_hidden": 8, "flow_pretrain_iterations": 2, "z_steps": 3},
 }
+ALL_METHODS = ["dual_mcmc", "vae_mcmc", "nt_ebm", "coopnets", "short_run"]
+HAS_GENERATOR = {"dual_mcmc", "vae_mcmc", "nt_ebm", "coopnets"}  # nt_ebm: the flow's own samples
+HAS_RECONSTRUCTION = {"dual_mcmc", "vae_mcmc"}
 
 
 @pytest.fixture(autouse=True)
@@ -36,8 +42,8 @@ def tiny_data(n=16, seed=0):
 
 
 # ---- building ----
-def test_registry_holds_the_three_methods():
-    assert set(METHODS) >= {"dual_mcmc", "coopnets", "short_run"}
+def test_registry_holds_the_five_methods():
+    assert set(METHODS) == set(ALL_METHODS)
 
 
 def test_unknown_method_lists_the_methods():
@@ -50,9 +56,26 @@ def test_unknown_parameter_lists_the_valid_keys():
         build_method("dual_mcmc", {"x_stepz": 3}, (2,))
 
 
-def test_image_shapes_are_not_supported_yet():
-    with pytest.raises(NotImplementedError, match="image shape"):
-        build_method("dual_mcmc", {}, (3, 32, 32))
+TINY_CONV = {"ebm_hidden": 8, "generator_hidden": 8, "encoder_hidden": 8}
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_image_shapes_build_conv_nets_and_train(name):
+    torch.manual_seed(0)
+    params = {k: v for k, v in TINY[name].items() if not k.endswith("_hidden") and not k.endswith("_layers")}
+    params.update({k: v for k, v in TINY_CONV.items() if k in {f for f in METHODS[name].Config.__dataclass_fields__}})
+    method = build_method(name, params, (1, 8, 8))
+    x = torch.rand(6, 1, 8, 8) * 2 - 1
+    for _ in range(3):
+        out = method.train_step(x)
+    assert all(math.isfinite(v) for v in out.values()), out
+    assert method.sample(3).shape == (3, 1, 8, 8)
+    assert method.log_prob_unnormalized(x).shape == (6,)
+
+
+def test_mlp_arch_refuses_images():
+    with pytest.raises(ValueError, match="arch"):
+        build_method("dual_mcmc", {"arch": "mlp"}, (1, 8, 8))
 
 
 def test_yaml_lists_become_tuples_and_bad_choices_raise():
@@ -72,16 +95,17 @@ def test_dual_mcmc_defaults_keep_the_reference_structure():
 
 
 # ---- a few iterations of every method ----
-@pytest.mark.parametrize("name", ["dual_mcmc", "coopnets", "short_run"])
+@pytest.mark.parametrize("name", ALL_METHODS)
 def test_a_few_iterations_are_finite_and_move_every_network(name):
     torch.manual_seed(0)
     method = build_method(name, TINY[name], (2,))
-    nets = {k: getattr(method, k) for k in ("ebm", "generator", "encoder") if getattr(method, k) is not None}
+    nets = {k: getattr(method, k) for k in ("ebm", "generator", "encoder", "flow") if getattr(method, k, None) is not None}
     before = {k: [p.detach().clone() for p in net.parameters()] for k, net in nets.items()}
     x = tiny_data()
-    for _ in range(3):
+    for _ in range(3 + (name == "nt_ebm") * TINY["nt_ebm"]["flow_pretrain_iterations"]):
         out = method.train_step(x)
-    assert "energy_gap" in out and "x_chain/grad_norm_mean" in out
+    chain = "z_chain" if name == "nt_ebm" else "x_chain"
+    assert "energy_gap" in out and f"{chain}/grad_norm_mean" in out
     assert all(isinstance(v, float) and math.isfinite(v) for v in out.values()), out
     for k, net in nets.items():
         assert any(not torch.equal(p, q) for p, q in zip(net.parameters(), before[k])), f"{name}: {k} did not change"
@@ -90,9 +114,9 @@ def test_a_few_iterations_are_finite_and_move_every_network(name):
     samples = method.sample(5, generator=torch.Generator().manual_seed(1))
     assert samples.shape == (5, 2) and not samples.requires_grad
     gen = method.generator_sample(5)
-    assert (gen is None) == (name == "short_run")
+    assert (gen is not None) == (name in HAS_GENERATOR)
     rec = method.reconstruct(x[:4])
-    assert (rec is None) == (name != "dual_mcmc") and (rec is None or rec.shape == (4, 2))
+    assert (rec is not None) == (name in HAS_RECONSTRUCTION) and (rec is None or rec.shape == (4, 2))
     lrs = [opt.param_groups[0]["lr"] for opt in method.optimizers.values()]
     method.on_epoch_end()
     assert len(method.schedulers) == len(method.optimizers) and all(
@@ -234,3 +258,165 @@ def test_dual_mcmc_density_includes_the_reference_gaussian_and_the_temperature()
     torch.testing.assert_close(method.log_prob_unnormalized(x), expected.detach())
     with pytest.raises(ValueError, match="x_ref_sigma must be > 0"):
         build_method("dual_mcmc", {**TINY["dual_mcmc"], "x_ref_sigma": 0.0}, (2,))
+
+
+# ---- backoff (the loop's recovery lowers learning rates and chain steps) ----
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_backoff_scales_rates_and_chain_steps_keeping_the_temperature(name):
+    method = build_method(name, TINY[name], (2,))
+    step_key, noise_key = method.CHAIN_STEPS[0]
+    step, noise = getattr(method.config, step_key), getattr(method.config, noise_key)
+    lrs = [g["lr"] for o in method.optimizers.values() for g in o.param_groups]
+    method.backoff(0.5)
+    method.backoff(0.5)
+    assert [g["lr"] for o in method.optimizers.values() for g in o.param_groups] == pytest.approx([lr / 4 for lr in lrs])
+    assert getattr(method.config, step_key) == pytest.approx(step / 4)
+    assert getattr(method.config, noise_key) == pytest.approx(noise / 4)
+    fresh = build_method(name, TINY[name], (2,))
+    fresh.load_extra_state(method.extra_state())  # a resumed run keeps the slower chain
+    assert getattr(fresh.config, step_key) == pytest.approx(step / 4) and fresh.backoff_scale == 0.25
+    with pytest.raises(ValueError, match="factor"):
+        method.backoff(0.0)
+
+
+def test_backoff_scales_scheduler_base_rates():
+    method = build_method("dual_mcmc", TINY["dual_mcmc"], (2,))
+    base = {k: list(s.base_lrs) for k, s in method.schedulers.items()}
+    method.backoff(0.1)
+    for key, sched in method.schedulers.items():
+        assert sched.base_lrs == pytest.approx([lr * 0.1 for lr in base[key]])
+
+
+# ---- CoopVAEBM against a transcription of the reference loop (methods.md §3.2) ----
+def reference_coop_vaebm_iteration(netE, netG, netI, optE, optVAE, obs, c):
+    """jianwen-xie/CoopVAEBM model.py train loop, in PyTorch: Langevin without noise -> EBM -> VAE on the revised x."""
+    z = torch.randn(c.n_chains or obs.shape[0], c.latent_dim)
+    with torch.no_grad():
+        syn = netG(z)
+    for _ in range(c.x_steps):  # syn = syn - 0.5 * delta^2 * (syn / sigma^2 - grad f), f = -E
+        syn = syn.detach().requires_grad_(True)
+        grad_f = -torch.autograd.grad(netE(syn).sum(), syn)[0]
+        syn = syn.detach() - 0.5 * c.x_step_size**2 * (syn.detach() / c.ref_sigma**2 - grad_f)
+    optE.zero_grad()
+    des_loss = (-netE(syn)).mean() - (-netE(obs)).mean()  # mean f(syn) - mean f(obs)
+    des_loss.backward()
+    optE.step()
+    optVAE.zero_grad()
+    mu, logvar = netI(syn)
+    log_sigma = 0.5 * logvar
+    z_hat = mu + torch.exp(log_sigma) * torch.randn_like(mu)
+    recon = ((netG(z_hat) - syn) ** 2).sum(1)
+    kl = -0.5 * (1 + 2 * log_sigma - mu**2 - torch.exp(2 * log_sigma)).sum(1)
+    vae_loss = (recon + c.w_lat * kl).mean()
+    vae_loss.backward()
+    optVAE.step()
+    return float(des_loss.detach()), float(vae_loss.detach())
+
+
+@pytest.mark.parametrize("n_chains", [None, 5])
+def test_vae_mcmc_iteration_matches_the_reference_loop(float64, n_chains):
+    params = {**TINY["vae_mcmc"], "x_steps": 4, "x_step_size": 0.3, "n_chains": n_chains}
+    torch.manual_seed(0)
+    method = build_method("vae_mcmc", params, (2,))
+    c = method.config
+    netE, netG, netI = (copy.deepcopy(m) for m in (method.ebm, method.generator, method.encoder))
+    optE = torch.optim.Adam(netE.parameters(), lr=c.lr_ebm, betas=c.betas)
+    optVAE = torch.optim.Adam([*netI.parameters(), *netG.parameters()], lr=c.lr_vae, betas=c.betas)
+    x = tiny_data(8, seed=3).double()
+    order = []
+    for key, opt in method.optimizers.items():
+        opt.register_step_post_hook(lambda *_, key=key: order.append(key))
+    for it in range(2):
+        torch.manual_seed(100 + it)
+        out = method.train_step(x)
+        torch.manual_seed(100 + it)
+        des_loss, vae_loss = reference_coop_vaebm_iteration(netE, netG, netI, optE, optVAE, x, c)
+        # our energy gap is mean E(data) - mean E(syn) = mean f(syn) - mean f(obs), the reference's des_loss
+        assert out["energy_gap"] == pytest.approx(des_loss, rel=1e-9, abs=1e-12)
+        assert out["loss_vae"] == pytest.approx(vae_loss, rel=1e-9)
+        for mine, ref in ((method.ebm, netE), (method.generator, netG), (method.encoder, netI)):
+            for p, q in zip(mine.parameters(), ref.parameters()):
+                torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
+    assert order == ["ebm", "vae"] * 2
+
+
+def test_vae_mcmc_defaults_and_switches():
+    c = METHODS["vae_mcmc"].Config()
+    assert c.x_noise_std == 0.0 and c.x_steps == 15 and c.w_lat == 2.0 and c.betas[0] == 0.5
+    assert c.lr_decay == pytest.approx(0.98 ** (1 / 20))
+    noiseless = build_method("vae_mcmc", TINY["vae_mcmc"], (2,))
+    assert noiseless.temperature == 1.0
+    noisy = build_method("vae_mcmc", {**TINY["vae_mcmc"], "x_noise_std": 0.025, "x_step_size": 0.05}, (2,))
+    assert noisy.temperature == pytest.approx(0.25)
+    x = torch.randn(4, 2)
+    expected = -(noisy.ebm(x) + x.square().sum(1) / (2 * 2.0**2)) / 0.25
+    torch.testing.assert_close(noisy.log_prob_unnormalized(x), expected.detach())
+    with pytest.raises(ValueError, match="x_mala needs a noisy chain"):
+        build_method("vae_mcmc", {"x_mala": True}, (2,))
+    with pytest.raises(ValueError, match="n_chains"):
+        build_method("vae_mcmc", {"n_chains": 0}, (2,))
+
+
+# ---- NT-EBM ----
+def test_nt_ebm_fits_the_flow_first_then_the_ebm():
+    torch.manual_seed(0)
+    method = build_method("nt_ebm", TINY["nt_ebm"], (2,))
+    x = tiny_data()
+    ebm_before = [p.detach().clone() for p in method.ebm.parameters()]
+    first = method.train_step(x)
+    assert "flow_nll" in first and first["energy_gap"] == 0.0
+    assert all(torch.equal(p, q) for p, q in zip(method.ebm.parameters(), ebm_before))
+    method.train_step(x)
+    flow_fitted = [p.detach().clone() for p in method.flow.parameters()]
+    out = method.train_step(x)
+    assert "z_chain/energy_end" in out and "flow_nll" not in out
+    assert all(torch.equal(p, q) for p, q in zip(method.flow.parameters(), flow_fitted))  # the backbone stays fixed
+    assert int(method.flow_iterations_done) == 2
+
+
+def test_nt_ebm_latent_target_is_tilt_of_the_flow_up_to_a_constant(float64):
+    """log p(z) = -E(g(z)) - ||z||^2/2 and log_prob_unnormalized(g(z)) = that + log|det dz/dx| (Jacobians cancel)."""
+    torch.manual_seed(0)
+    method = build_method("nt_ebm", TINY["nt_ebm"], (2,))
+    x = tiny_data(32).double()
+    for _ in range(4):
+        method.train_step(x)  # fit the flow a little (actnorm initialised) and move the EBM
+    z = torch.randn(10, 2)
+    with torch.no_grad():
+        xz, log_det_forward = method.flow.forward_and_log_det(z)
+    latent_log_target = -(method.latent_energy(z) + 0.5 * z.square().sum(1)).detach()
+    # the push-forward density at x = g(z): latent target - log|det dx/dz|
+    torch.testing.assert_close(method.log_prob_unnormalized(xz), latent_log_target - log_det_forward, rtol=1e-7, atol=1e-7)
+    # and at T = 1 that is -E(x) + log q_flow(x) up to the constant log(2 pi)
+    with torch.no_grad():
+        tilt = -method.ebm(xz) + method.flow.log_prob(xz)
+    difference = method.log_prob_unnormalized(xz) - tilt
+    torch.testing.assert_close(difference, torch.full_like(difference, math.log(2 * math.pi)), rtol=0, atol=1e-7)
+
+
+def test_nt_ebm_loads_a_fitted_flow(tmp_path):
+    torch.manual_seed(0)
+    fitted = build_method("nt_ebm", TINY["nt_ebm"], (2,))
+    for _ in range(2):
+        fitted.train_step(tiny_data())
+    torch.save(fitted.flow.state_dict(), tmp_path / "flow.pt")
+    method = build_method("nt_ebm", {**TINY["nt_ebm"], "flow_checkpoint": str(tmp_path / "flow.pt")}, (2,))
+    out = method.train_step(tiny_data())
+    assert "z_chain/energy_end" in out  # straight to the EBM
+    for p, q in zip(method.flow.parameters(), fitted.flow.parameters()):
+        assert torch.equal(p, q)
+    missing = build_method("nt_ebm", {**TINY["nt_ebm"], "flow_checkpoint": str(tmp_path / "nope.pt")}, (2,))
+    with pytest.raises(FileNotFoundError, match="flow_checkpoint"):
+        missing.train_step(tiny_data())
+
+
+def test_nt_ebm_options_mala_persistent_joint_flow():
+    torch.manual_seed(0)
+    params = {**TINY["nt_ebm"], "z_mala": True, "persistent": True, "buffer_size": 32, "train_flow": True}
+    method = build_method("nt_ebm", params, (2,))
+    for _ in range(4):
+        out = method.train_step(tiny_data())
+    assert 0.0 <= out["z_chain/acceptance"] <= 1.0 and "flow_nll" in out
+    assert method.extra_state()["chains"]["states"].shape == (32, 2)
+    with pytest.raises(ValueError, match="T = 1"):
+        build_method("nt_ebm", {"train_flow": True, "z_noise_std": 0.01}, (2,))

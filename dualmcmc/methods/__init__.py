@@ -4,9 +4,11 @@ from __future__ import annotations
 from .base import Method
 from .coopnets import CoopNets, CoopNetsConfig
 from .dual_mcmc import DualMCMC, DualMCMCConfig
+from .nt_ebm import NTEBM, NTEBMConfig
 from .short_run import ShortRun, ShortRunConfig
+from .vae_mcmc import VAEMCMC, VAEMCMCConfig
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (DualMCMC, CoopNets, ShortRun)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (DualMCMC, VAEMCMC, NTEBM, CoopNets, ShortRun)}
 
 
 def build_method(name: str, params: dict | None, data_shape: tuple[int, ...]) -> Method:
@@ -20,5 +22,5 @@ def build_method(name: str, params: dict | None, data_shape: tuple[int, ...]) ->
     return cls(cls.config_from_params(params), tuple(data_shape))
 
 
-__all__ = ["METHODS", "Method", "build_method", "DualMCMC", "DualMCMCConfig", "CoopNets", "CoopNetsConfig",
-           "ShortRun", "ShortRunConfig"]
+__all__ = ["METHODS", "Method", "build_method", "DualMCMC", "DualMCMCConfig", "VAEMCMC", "VAEMCMCConfig", "NTEBM",
+           "NTEBMConfig", "CoopNets", "CoopNetsConfig", "ShortRun", "ShortRunConfig"]

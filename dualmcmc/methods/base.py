@@ -7,7 +7,8 @@ from typing import Any, ClassVar, Optional
 import torch
 from torch import Tensor, nn
 
-from ..nets import is_vector_shape
+from .. import nets
+
 
 
 class Method(nn.Module):
@@ -15,14 +16,18 @@ class Method(nn.Module):
 
     Attributes: ``ebm`` (energy net, (N, *data_shape) -> (N,)), ``generator`` / ``encoder`` (or None),
     ``optimizers`` and ``schedulers`` (dicts keyed "ebm", "generator", "encoder"; schedulers step per epoch).
+    ``CHAIN_STEPS`` names the (step size, noise std) Config fields of the chain :meth:`backoff` slows down.
     """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object
+    CHAIN_STEPS: ClassVar[tuple[tuple[str, str], ...]] = (("x_step_size", "x_noise_std"),)
 
     def __init__(self, config: Any, data_shape: tuple[int, ...]):
         super().__init__()
         self.config = config
+        self.base_config = config  # the config as given; ``config`` is this with the backoff applied
+        self.backoff_scale = 1.0
         self.data_shape = tuple(int(d) for d in data_shape)
         self.generator: Optional[nn.Module] = None
         self.encoder: Optional[nn.Module] = None
@@ -45,14 +50,18 @@ class Method(nn.Module):
                 params[key] = tuple(value)
         return cls.Config(**params)
 
-    def require_vector_data(self) -> int:
-        """D for vector data (D,); image shapes need the conv nets, which are not written yet."""
-        if not is_vector_shape(self.data_shape):
-            raise NotImplementedError(
-                f"{self.name}: data_shape {self.data_shape} is an image shape; only vector data (D,) is supported "
-                f"until the conv nets (dualmcmc/nets/conv.py) land"
-            )
-        return self.data_shape[0]
+    def make_ebm(self) -> nn.Module:
+        """The energy net for ``config.arch`` and the data shape (MLP for vectors, conv / ResNet for images)."""
+        c = self.config
+        return nets.make_energy(c.arch, self.data_shape, c.ebm_hidden, c.ebm_layers, c.ebm_activation)
+
+    def make_generator(self) -> nn.Module:
+        c = self.config
+        return nets.make_generator(c.arch, self.data_shape, c.latent_dim, c.generator_hidden, c.generator_layers)
+
+    def make_encoder(self) -> nn.Module:
+        c = self.config
+        return nets.make_encoder(c.arch, self.data_shape, c.latent_dim, c.encoder_hidden, c.encoder_layers)
 
     @property
     def device(self) -> torch.device:
@@ -84,17 +93,58 @@ class Method(nn.Module):
         """Reconstructions of ``x`` through the encoder (+ latent chain) and generator, or None."""
         return None
 
+    def backoff(self, factor: float) -> None:
+        """Slow learning down after a divergence: every learning rate (optimizer groups and the schedulers' base
+        rates) and the chain's step size AND noise std (``CHAIN_STEPS``) are multiplied by ``factor``.
+
+        Step and noise move together so that the chain's temperature, and so the density the EBM defines, stays
+        the same. Cumulative; the scale is part of :meth:`extra_state`, so a resumed run keeps it (the learning
+        rates come back with the optimizer and scheduler states).
+        """
+        if not 0.0 < factor <= 1.0:
+            raise ValueError(f"backoff: 'factor' must be in (0, 1], got {factor!r}")
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] *= factor
+        for scheduler in self.schedulers.values():
+            scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+        self._set_chain_scale(self.backoff_scale * factor)
+
+    def _set_chain_scale(self, scale: float) -> None:
+        self.backoff_scale = float(scale)
+        changes = {}
+        for pair in self.CHAIN_STEPS:
+            for name in pair:
+                value = getattr(self.base_config, name)
+                if value is not None:
+                    changes[name] = value * self.backoff_scale
+        self.config = dataclasses.replace(self.base_config, **changes)
+
     def extra_state(self) -> dict:
-        """State outside parameters/buffers/optimizers that a checkpoint must keep (e.g. persistent chains)."""
-        return {}
+        """State outside parameters/buffers/optimizers that a checkpoint must keep (e.g. persistent chains).
+
+        Subclasses extend the dict of the base class (``{**super().extra_state(), ...}``).
+        """
+        return {"backoff_scale": self.backoff_scale}
 
     def load_extra_state(self, state: dict) -> None:
-        """Restore what :meth:`extra_state` returned."""
+        """Restore what :meth:`extra_state` returned (subclasses call ``super().load_extra_state(state)``)."""
+        self._set_chain_scale(float(state.get("backoff_scale", 1.0)))
 
 
 def adam(params, lr: float, betas: tuple[float, float], weight_decay: float = 0.0) -> torch.optim.Adam:
     """Adam with L2 weight decay in the gradient (as the reference codes use it, not AdamW)."""
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+
+
+def kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
+    """(N,) KL(N(mu, diag(exp(logvar))) || N(0, I)), summed over latent dimensions."""
+    return -0.5 * (1.0 + logvar - mu.square() - logvar.exp()).sum(dim=1)
+
+
+def exponential_schedulers(optimizers: dict, gamma: float) -> dict:
+    """One ExponentialLR (stepped per epoch) for each optimizer."""
+    return {k: torch.optim.lr_scheduler.ExponentialLR(o, gamma=gamma) for k, o in optimizers.items()}
 
 
 def randn(n: int, dim: int, like: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:

@@ -19,9 +19,8 @@ import torch
 from torch import Tensor
 
 from .. import samplers
-from ..nets import MLPEnergy, MLPGenerator
 from ..ops import temperature
-from .base import Method, adam, randn
+from .base import Method, adam, exponential_schedulers, randn
 
 
 @dataclass
@@ -63,6 +62,7 @@ class CoopNetsConfig:
     generator_layers: int = 3
     explicit_noise: bool = False
     chain_diagnostics: bool = True
+    arch: str = "auto"  # nets: "auto" (MLP for vectors, conv for images), "mlp", "conv", "cifar10", "celeba64"
 
 
 class CoopNets(Method):
@@ -72,14 +72,12 @@ class CoopNets(Method):
     def __init__(self, config: CoopNetsConfig, data_shape: tuple[int, ...]):
         super().__init__(config, data_shape)
         c = config
-        dim = self.require_vector_data()
-        self.ebm = MLPEnergy(dim, c.ebm_hidden, c.ebm_layers, c.ebm_activation)
-        self.generator = MLPGenerator(c.latent_dim, dim, c.generator_hidden, c.generator_layers)
+        self.ebm, self.generator = self.make_ebm(), self.make_generator()
         self.optimizers = {
             "ebm": adam(self.ebm.parameters(), c.lr_ebm, c.betas, c.weight_decay_ebm),
             "generator": adam(self.generator.parameters(), c.lr_generator, c.betas, c.weight_decay_generator),
         }
-        self.schedulers = {k: torch.optim.lr_scheduler.ExponentialLR(o, gamma=c.lr_decay) for k, o in self.optimizers.items()}
+        self.schedulers = exponential_schedulers(self.optimizers, c.lr_decay)
 
     @property
     def temperature(self) -> float:

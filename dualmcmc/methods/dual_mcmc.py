@@ -20,9 +20,8 @@ import torch
 from torch import Tensor
 
 from .. import samplers
-from ..nets import GaussianMLPEncoder, MLPEnergy, MLPGenerator
 from ..ops import temperature
-from .base import Method, adam, diag_normal_nll, randn, squared_error_per_batch
+from .base import Method, adam, diag_normal_nll, exponential_schedulers, randn, squared_error_per_batch
 
 
 @dataclass
@@ -42,7 +41,9 @@ class DualMCMCConfig:
         [-1, 1]^3072 with a spectral-norm ResNet; the 2-D toys have modes of std 0.1-0.2 and an MLP energy
         whose gradients there are O(10-100), for which a drift of 0.5**2/2 * grad overshoots. The noise stays
         1e-3, so the chain is cold (T = 4e-4) and the EBM loss is divided by T as in the reference.
-      * widths: MLPs of 256 units and 3 hidden layers instead of the ResNets (ngf = ndf = 512, nif = 128).
+      * nets: ``arch`` "auto" picks MLPs of 256 units and 3 hidden layers for vectors and small conv nets for
+        images; "cifar10" / "celeba64" build the reference ResNets, whose widths (ngf / ndf / nif = 512 / 512 /
+        128 on CIFAR-10) are ``generator_hidden`` / ``ebm_hidden`` / ``encoder_hidden`` (configs/cifar10_*.yaml).
     Switches for density estimation (off by default, so the iteration is the reference's; configs/toy2d.yaml
     turns them on, see there):
       * x_noise_std = x_step_size gives T = 1, a chain that samples exp(-E) instead of the reference's
@@ -101,11 +102,13 @@ class DualMCMCConfig:
     # chains draw their noise with torch.randn (bit-parity with eager reference loops) instead of the op's stream
     explicit_noise: bool = False
     chain_diagnostics: bool = True
+    arch: str = "auto"  # nets: "auto" (MLP for vectors, conv for images), "mlp", "conv", "cifar10", "celeba64"
 
 
 class DualMCMC(Method):
     name = "dual_mcmc"
     Config = DualMCMCConfig
+    CHAIN_STEPS = (("x_step_size", "x_noise_std"), ("test_x_step_size", "test_x_noise_std"))
 
     def __init__(self, config: DualMCMCConfig, data_shape: tuple[int, ...]):
         super().__init__(config, data_shape)
@@ -114,16 +117,13 @@ class DualMCMC(Method):
             raise ValueError(f"x_ref_sigma must be > 0 (or None for no reference Gaussian), got {c.x_ref_sigma!r}")
         if c.z_likelihood not in samplers.LIKELIHOODS:
             raise ValueError(f"z_likelihood must be one of {samplers.LIKELIHOODS}, got {c.z_likelihood!r}")
-        dim = self.require_vector_data()
-        self.ebm = MLPEnergy(dim, c.ebm_hidden, c.ebm_layers, c.ebm_activation)
-        self.generator = MLPGenerator(c.latent_dim, dim, c.generator_hidden, c.generator_layers)
-        self.encoder = GaussianMLPEncoder(dim, c.latent_dim, c.encoder_hidden, c.encoder_layers)
+        self.ebm, self.generator, self.encoder = self.make_ebm(), self.make_generator(), self.make_encoder()
         self.optimizers = {
             "ebm": adam(self.ebm.parameters(), c.lr_ebm, c.betas, c.weight_decay_ebm),
             "generator": adam(self.generator.parameters(), c.lr_generator, c.betas, c.weight_decay_generator),
             "encoder": adam(self.encoder.parameters(), c.lr_encoder, c.betas, c.weight_decay_encoder),
         }
-        self.schedulers = {k: torch.optim.lr_scheduler.ExponentialLR(o, gamma=c.lr_decay) for k, o in self.optimizers.items()}
+        self.schedulers = exponential_schedulers(self.optimizers, c.lr_decay)
 
     @property
     def ref_precision(self) -> float:

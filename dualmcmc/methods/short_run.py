@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 
 from .. import samplers
-from ..nets import MLPEnergy
 from ..ops import temperature
 from .base import Method, adam
 
@@ -52,6 +51,7 @@ class ShortRunConfig:
     ebm_activation: str = "silu"
     explicit_noise: bool = False
     chain_diagnostics: bool = True
+    arch: str = "auto"  # energy net: "auto" (MLP for vectors, conv for images), "mlp", "conv", "cifar10", "celeba64"
 
 
 class ShortRun(Method):
@@ -63,8 +63,7 @@ class ShortRun(Method):
         c = config
         if c.init not in ("uniform", "normal"):
             raise ValueError(f"short_run: init must be 'uniform' or 'normal', got {c.init!r}")
-        dim = self.require_vector_data()
-        self.ebm = MLPEnergy(dim, c.ebm_hidden, c.ebm_layers, c.ebm_activation)
+        self.ebm = self.make_ebm()
         # Range of the data seen so far (saved with the model): the uniform init spans it.
         self.register_buffer("data_low", torch.full(self.data_shape, float("inf")))
         self.register_buffer("data_high", torch.full(self.data_shape, float("-inf")))
@@ -139,8 +138,12 @@ class ShortRun(Method):
         return x
 
     def extra_state(self) -> dict:
-        return {"chains": self.chains.state_dict()} if self.chains is not None else {}
+        state = super().extra_state()
+        if self.chains is not None:
+            state["chains"] = self.chains.state_dict()
+        return state
 
     def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
         if self.chains is not None and "chains" in state:
             self.chains.load_state_dict(state["chains"])

@@ -1,12 +1,16 @@
-"""Reference networks. Energies return E(x) with shape (N,), lower on data.
+"""Networks: MLPs for vector data, small conv nets and the Dual-MCMC reference ResNets for images, normalizing flows.
 
-Vector data (shape (D,)) use the MLPs in :mod:`.mlp`; conv nets for images come in :mod:`.conv` later.
+``make_energy`` / ``make_generator`` / ``make_encoder`` pick them by ``arch`` and data shape (:mod:`.factory`).
 """
 from __future__ import annotations
 
+from .conv import ConvEncoder, ConvEnergy, ConvGenerator
+from .factory import ARCHS, build_nets, make_encoder, make_energy, make_generator, resolve_arch
 from .mlp import ACTIVATIONS, GaussianMLPEncoder, MLPEnergy, MLPGenerator, mlp
 
-__all__ = ["ACTIVATIONS", "GaussianMLPEncoder", "MLPEnergy", "MLPGenerator", "mlp", "is_vector_shape"]
+__all__ = ["ACTIVATIONS", "ARCHS", "ConvEncoder", "ConvEnergy", "ConvGenerator", "GaussianMLPEncoder", "MLPEnergy",
+           "MLPGenerator", "build_nets", "is_vector_shape", "make_encoder", "make_energy", "make_generator", "mlp",
+           "resolve_arch"]
 
 
 def is_vector_shape(data_shape: tuple[int, ...]) -> bool:

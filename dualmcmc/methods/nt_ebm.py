@@ -1,0 +1,243 @@
+"""EBM on a flow backbone, MCMC in the flow's latent space (Nijkamp et al., ICLR 2022, "MCMC should mix").
+
+The EBM is an exponential tilting of a normalizing flow x = g(z), z ~ N(0, I):
+
+    p(x) ∝ exp(-E(x)) q_flow(x)        pulled back to z:   p(z) ∝ exp(-E(g(z)) - ||z||^2 / 2)
+
+(the flow's Jacobians cancel), so the chains run on z, where the target is close to N(0, I) and mixes, and are
+pushed forward through g. One iteration (methods.md §4.2; no public code exists, so this follows the paper's
+abstract and derivation):
+
+    phase 1, the first flow_pretrain_iterations iterations (or load flow_checkpoint):
+        flow: loss = -mean log q_flow(data)                                      (maximum likelihood)
+    phase 2, the EBM:
+        z0 ~ N(0, I)  (or persistent chains);   z = Langevin on E(g(z)) + ||z||^2/2   (fused op, prior_precision 1)
+        EBM:  loss = (mean E(data) - mean E(g(z))) / T
+        flow (train_flow only): loss = -mean log q_flow(data) - mean E(g(z))     (the joint MLE gradient)
+
+With a chain temperature T = (z_noise_std / z_step_size)^2 the latent target is exp(-(E(g(z)) + ||z||^2/2)/T),
+whose push-forward has log-density -E(x)/T - ||g^-1(x)||^2/(2T) + log|det dg^-1/dx| (= -E(x) + log q_flow(x) at
+T = 1, the default): that is ``log_prob_unnormalized``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import samplers
+from ..nets.flow import ImageFlow, VectorFlow
+from ..ops import temperature
+from .base import Method, adam, exponential_schedulers
+
+
+@dataclass
+class NTEBMConfig:
+    """Hyper-parameters of the flow-backbone EBM. Defaults are for vector data such as the 2-D toys.
+
+    The paper's code is not public (methods.md §4): there is no reference iteration to follow, so these are
+    our choices. The flow is fitted first and then kept fixed (the paper's set-up as far as it is known);
+    ``train_flow`` learns it jointly. Latent chains are short-run from N(0, I) at T = 1 (a = b = z_step_size),
+    optionally Metropolis-adjusted (``z_mala``) or persistent.
+    """
+
+    # flow backbone
+    flow_layers: int = 10  # coupling layers (VectorFlow) or flow steps (ImageFlow)
+    flow_hidden: int = 128
+    flow_pretrain_iterations: int = 1000  # loop iterations spent fitting the flow before the EBM learns
+    flow_checkpoint: Optional[str] = None  # a flow state_dict (.pt) or an nt_ebm run directory: skips the fit
+    lr_flow: float = 1e-3
+    train_flow: bool = False
+    # latent chain
+    z_steps: int = 30
+    z_step_size: float = 0.1
+    z_noise_std: float = 0.1
+    z_mala: bool = False
+    test_z_steps: Optional[int] = None
+    persistent: bool = False
+    buffer_size: int = 10_000
+    reinit_fraction: float = 0.05
+    # EBM
+    use_temp: bool = True
+    energy_l2: float = 0.0
+    lr_ebm: float = 1e-3
+    betas: tuple = (0.9, 0.999)
+    weight_decay_ebm: float = 0.0
+    lr_decay: float = 1.0
+    ebm_hidden: int = 256
+    ebm_layers: int = 3
+    ebm_activation: str = "silu"
+    explicit_noise: bool = False
+    chain_diagnostics: bool = True
+    arch: str = "auto"  # energy net: "auto" (MLP for vectors, conv for images), "mlp", "conv", "cifar10", "celeba64"
+
+
+class NTEBM(Method):
+    name = "nt_ebm"
+    Config = NTEBMConfig
+    CHAIN_STEPS = (("z_step_size", "z_noise_std"),)
+
+    def __init__(self, config: NTEBMConfig, data_shape: tuple[int, ...]):
+        super().__init__(config, data_shape)
+        c = config
+        if c.flow_pretrain_iterations < 0:
+            raise ValueError(f"flow_pretrain_iterations must be >= 0, got {c.flow_pretrain_iterations!r}")
+        if c.z_mala and c.z_noise_std <= 0:
+            raise ValueError("z_mala needs z_noise_std > 0")
+        if c.train_flow and temperature(c.z_step_size, c.z_noise_std) != 1.0:
+            raise ValueError("train_flow's joint gradient holds at T = 1: set z_noise_std equal to z_step_size")
+        self.ebm = self.make_ebm()
+        if len(self.data_shape) == 1:
+            self.flow = VectorFlow(self.data_shape[0], n_layers=c.flow_layers, hidden=c.flow_hidden)
+        else:
+            channels, size = self.data_shape[0], self.data_shape[1]
+            self.flow = ImageFlow(channels, size, n_steps=c.flow_layers, hidden=c.flow_hidden)
+        # How many flow-fitting iterations are done (a buffer, so checkpoints carry the phase).
+        self.register_buffer("flow_iterations_done", torch.zeros((), dtype=torch.long))
+        self.optimizers = {
+            "ebm": adam(self.ebm.parameters(), c.lr_ebm, c.betas, c.weight_decay_ebm),
+            "flow": adam(self.flow.parameters(), c.lr_flow, c.betas),
+        }
+        self.schedulers = exponential_schedulers(self.optimizers, c.lr_decay)
+        self.chains = samplers.PersistentChains(c.buffer_size, c.reinit_fraction) if c.persistent else None
+
+    @property
+    def temperature(self) -> float:
+        return temperature(self.config.z_step_size, self.config.z_noise_std)
+
+    @property
+    def flow_fitted(self) -> bool:
+        return int(self.flow_iterations_done) >= self.config.flow_pretrain_iterations
+
+    # -- the latent chain ---------------------------------------------------------------------------------------
+    def latent_energy(self, z: Tensor) -> Tensor:
+        """E(g(z)): the tilt pulled back to the latent space (the op adds ||z||^2/2 as prior_precision 1)."""
+        return self.ebm(self.flow(z))
+
+    def latent_noise(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """``n`` draws of N(0, I) in the latent space (the flow's base distribution)."""
+        shape = (n, *self.data_shape)
+        if generator is not None and generator.device != self.device:
+            return torch.randn(shape, generator=generator).to(self.device)
+        return torch.randn(shape, generator=generator, device=self.device)
+
+    def revise_z(self, z0: Tensor, steps=None, generator=None, diagnostics=False):
+        """Langevin (or MALA) on E(g(z)) + ||z||^2/2 from ``z0`` (detached result)."""
+        c = self.config
+        return samplers.run_langevin_chain(
+            self.latent_energy, z0, c.z_steps if steps is None else steps, c.z_step_size, c.z_noise_std,
+            prior_precision=1.0, mala=c.z_mala, generator=generator, explicit_noise=c.explicit_noise,
+            diagnostics=diagnostics)
+
+    def data_space_potential(self, x: Tensor) -> Tensor:
+        """U(x) = E(x) - T log q_flow(x): Langevin on x with this potential targets the same density as the latent
+        chain (at T = 1), the comparison benchmarks/mixing.py makes."""
+        return self.ebm(x) - self.temperature * self.flow.log_prob(x)
+
+    # -- one iteration ------------------------------------------------------------------------------------------
+    def train_step(self, x: Tensor) -> dict[str, float]:
+        x = x.to(self.device)
+        if self.config.flow_checkpoint and not self.flow_fitted:
+            self.load_flow(self.config.flow_checkpoint)
+        if not self.flow_fitted:
+            return self.flow_step(x)
+        return self.ebm_step(x)
+
+    def flow_step(self, x: Tensor) -> dict[str, float]:
+        """Phase 1: the flow's maximum-likelihood step."""
+        self.optimizers["flow"].zero_grad()
+        loss = -self.flow.log_prob(x).mean()
+        loss.backward()
+        self.optimizers["flow"].step()
+        self.flow_iterations_done += 1
+        return {"energy_gap": 0.0, "flow_nll": float(loss.detach())}
+
+    def ebm_step(self, x: Tensor) -> dict[str, float]:
+        """Phase 2: latent chains from N(0, I), pushed through the flow, are the EBM's negatives."""
+        c = self.config
+        if self.chains is not None:
+            z0, slots = self.chains.draw(x.shape[0], self.latent_noise)
+        else:
+            z0 = self.latent_noise(x.shape[0])
+        z, diag_z = self.revise_z(z0, diagnostics=c.chain_diagnostics)
+        if self.chains is not None:
+            self.chains.store(slots, z)
+        with torch.no_grad():
+            x_neg = self.flow(z)
+
+        self.optimizers["ebm"].zero_grad()
+        energy_data, energy_neg = self.ebm(x), self.ebm(x_neg)
+        err_e = energy_data.mean() - energy_neg.mean()
+        loss_e = err_e / self.temperature if c.use_temp else err_e
+        if c.energy_l2 > 0:
+            loss_e = loss_e + c.energy_l2 * (energy_data.square().mean() + energy_neg.square().mean())
+        loss_e.backward()
+        self.optimizers["ebm"].step()
+
+        out = {
+            "energy_gap": float(err_e.detach()),
+            "loss_ebm": float(loss_e.detach()),
+            "energy_data": float(energy_data.detach().mean()),
+            "energy_samples": float(energy_neg.detach().mean()),
+        }
+        if c.train_flow:  # d/d(flow) log p(data) = d log q(data) + E_p[d E(g(z))]
+            self.optimizers["flow"].zero_grad()
+            nll = -self.flow.log_prob(x).mean()
+            loss_flow = nll - self.ebm(self.flow(z)).mean()
+            loss_flow.backward()
+            self.optimizers["flow"].step()
+            out["flow_nll"] = float(nll.detach())
+        out.update(diag_z.summary("z_chain/"))
+        return out
+
+    def load_flow(self, source: "str | Path") -> None:
+        """Load a fitted flow: a .pt holding the flow's state_dict, or an nt_ebm run directory."""
+        path = Path(source)
+        if path.is_dir():
+            path = path / "checkpoint.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"flow_checkpoint {str(source)!r}: no such file (give a flow state_dict .pt "
+                                    f"or an nt_ebm run directory holding checkpoint.pt)")
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if "method" in state:  # a dualmcmc checkpoint: the flow's entries of the method's state_dict
+            model = state["method"]["model"]
+            state = {k[len("flow."):]: v for k, v in model.items() if k.startswith("flow.")}
+            if not state:
+                raise ValueError(f"flow_checkpoint {str(source)!r} holds no flow (is it an nt_ebm run?)")
+        self.flow.load_state_dict(state)
+        self.flow_iterations_done.fill_(self.config.flow_pretrain_iterations)
+
+    # -- evaluation ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def log_prob_unnormalized(self, x: Tensor) -> Tensor:
+        """-E(x)/T - ||g^-1(x)||^2/(2T) + log|det dg^-1/dx|: the push-forward of the latent chain's target
+        (-E(x) + log q_flow(x) at T = 1)."""
+        x = x.to(self.device)
+        z, log_det = self.flow.inverse_and_log_det(x)
+        half_sq_norm = 0.5 * z.reshape(z.shape[0], -1).square().sum(1)
+        return -(self.ebm(x) + half_sq_norm) / self.temperature + log_det
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Latent chains from N(0, I) (test_z_steps, else z_steps) pushed forward through the flow."""
+        z, _ = self.revise_z(self.latent_noise(n, generator), self.config.test_z_steps, generator=generator)
+        with torch.no_grad():
+            return self.flow(z)
+
+    @torch.no_grad()
+    def generator_sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """The flow backbone's own samples (the EBM's starting point)."""
+        return self.flow(self.latent_noise(n, generator))
+
+    def extra_state(self) -> dict:
+        state = super().extra_state()
+        if self.chains is not None:
+            state["chains"] = self.chains.state_dict()
+        return state
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        if self.chains is not None and "chains" in state:
+            self.chains.load_state_dict(state["chains"])

@@ -1,0 +1,147 @@
+"""The Dual-MCMC reference networks (jcui1224/dual-MCMC nets.py; methods.md §2.5) for CIFAR-10 and CelebA-64.
+
+    generator  ResNet, BatchNorm, bilinear upsampling       CIFAR-10 16.02 M params (ngf 512), CelebA-64 12.22 M (ngf 1024)
+    EBM        spectral-norm ResNet, no BN, no biases        CIFAR-10 16.79 M (ndf 512), CelebA-64 19.54 M (ndf 1024)
+    encoder    DCGAN-style convs, LeakyReLU 0.2, Gaussian    15.21 M both (nif 128, nz 128)
+
+Initialisation as the reference's ``weights_init``: xavier-normal for every conv, BatchNorm weights ~ N(0, 1) and
+biases 0, Linear layers left at PyTorch's default. It is applied before spectral norm wraps the EBM's layers, so
+the normalised weight starts from the xavier draw.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import spectral_norm
+
+# (nz, widths of the generator blocks as multiples of ngf) and the EBM block channel plans, per data set
+_GENERATOR_PLANS = {"cifar10": (1, 1, 1, 1), "celeba64": (1, 1 / 2, 1 / 4, 1 / 8, 1 / 16)}
+
+
+def weights_init(module: nn.Module) -> None:
+    """The reference init: xavier-normal convs, N(0, 1) BatchNorm weights with zero biases."""
+    name = type(module).__name__
+    if "Conv" in name:
+        nn.init.xavier_normal_(module.weight)
+    elif "BatchNorm" in name:
+        nn.init.normal_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+# ---- generator --------------------------------------------------------------------------------------------------
+class GeneratorBlock(nn.Module):
+    """BN -> ReLU -> [bilinear x2] -> conv3x3 -> BN -> ReLU -> conv3x3, plus [x2 -> 1x1 conv] shortcut."""
+
+    def __init__(self, in_ch: int, out_ch: int, upsample: bool = True):
+        super().__init__()
+        self.upsample = upsample
+        self.bn1, self.conv1 = nn.BatchNorm2d(in_ch), nn.Conv2d(in_ch, out_ch, 3, 1, 1)
+        self.bn2, self.conv2 = nn.BatchNorm2d(out_ch), nn.Conv2d(out_ch, out_ch, 3, 1, 1)
+        self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if (in_ch != out_ch or upsample) else None
+
+    def _up(self, x: Tensor) -> Tensor:
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True) if self.upsample else x
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv1(self._up(F.relu(self.bn1(x))))
+        h = self.conv2(F.relu(self.bn2(h)))
+        skip = self._up(x)
+        return h + (self.shortcut(skip) if self.shortcut is not None else skip)
+
+
+class ReferenceGenerator(nn.Module):
+    """G(z): (N, nz) -> (N, 3, S, S) in [-1, 1]; S = 32 ("cifar10", 3 blocks) or 64 ("celeba64", 4 blocks)."""
+
+    def __init__(self, dataset: str = "cifar10", nz: int = 128, ngf: int = 512):
+        super().__init__()
+        plan = [int(ngf * m) for m in _GENERATOR_PLANS[dataset]]
+        self.ngf = ngf
+        self.linear = nn.Linear(nz, 4 * 4 * plan[0])
+        self.blocks = nn.Sequential(*(GeneratorBlock(a, b) for a, b in zip(plan[:-1], plan[1:])))
+        self.out = nn.Sequential(nn.BatchNorm2d(plan[-1]), nn.ReLU(), nn.Conv2d(plan[-1], 3, 3, 1, 1), nn.Tanh())
+        self.apply(weights_init)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.out(self.blocks(self.linear(z.flatten(1)).view(z.shape[0], -1, 4, 4)))
+
+
+# ---- EBM --------------------------------------------------------------------------------------------------------
+class EnergyStartBlock(nn.Module):
+    """conv3x3 -> ReLU -> conv3x3 -> avgpool2, plus avgpool2 -> 1x1 conv shortcut (no pre-activation on images)."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
+        self.shortcut = nn.Conv2d(in_ch, out_ch, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.avg_pool2d(self.conv2(F.relu(self.conv1(x))), 2)
+        return h + self.shortcut(F.avg_pool2d(x, 2))
+
+
+class EnergyBlock(nn.Module):
+    """Pre-activation: ReLU -> conv3x3 -> ReLU -> conv3x3 -> [avgpool2], plus [1x1 conv -> avgpool2] shortcut
+    (the shortcut conv only where channels change or the block downsamples: that gives the reference counts)."""
+
+    def __init__(self, in_ch: int, out_ch: int, downsample: bool):
+        super().__init__()
+        self.downsample = downsample
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
+        self.shortcut = nn.Conv2d(in_ch, out_ch, 1, bias=False) if (in_ch != out_ch or downsample) else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv2(F.relu(self.conv1(F.relu(x))))
+        skip = self.shortcut(x) if self.shortcut is not None else x
+        if self.downsample:
+            h, skip = F.avg_pool2d(h, 2), F.avg_pool2d(skip, 2)
+        return h + skip
+
+
+class ReferenceEnergy(nn.Module):
+    """E(x): (N, 3, S, S) -> (N,), spectral norm on every conv and linear layer."""
+
+    def __init__(self, dataset: str = "cifar10", ndf: int = 512):
+        super().__init__()
+        if dataset == "cifar10":  # Start(3 -> ndf, down) -> Block(down) -> Block -> Block: 32 -> 16 -> 8
+            blocks = [EnergyStartBlock(3, ndf), EnergyBlock(ndf, ndf, True), EnergyBlock(ndf, ndf, False),
+                      EnergyBlock(ndf, ndf, False)]
+            out_ch = ndf
+        else:  # Start(3 -> ndf/16, down) then doubling blocks, all down: 64 -> 32 -> 16 -> 8 -> 4 -> 2
+            widths = [ndf // 16, ndf // 8, ndf // 4, ndf // 2, ndf]
+            blocks = [EnergyStartBlock(3, widths[0])]
+            blocks += [EnergyBlock(a, b, True) for a, b in zip(widths[:-1], widths[1:])]
+            out_ch = ndf
+        self.blocks = nn.Sequential(*blocks)
+        self.linear = nn.Linear(out_ch, 1, bias=False)
+        self.apply(weights_init)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                spectral_norm(module)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.blocks(x)).mean(dim=(2, 3))  # global average pool
+        return self.linear(h).squeeze(-1)
+
+
+# ---- encoder ----------------------------------------------------------------------------------------------------
+class ReferenceEncoder(nn.Module):
+    """q(z|x): (N, 3, S, S) -> (mu, logvar), each (N, nz); logvar is a log-VARIANCE (the reference's "log_sigma")."""
+
+    def __init__(self, dataset: str = "cifar10", nz: int = 128, nif: int = 128):
+        super().__init__()
+        first = nn.Conv2d(3, nif, 3, 1, 1, bias=False) if dataset == "cifar10" else nn.Conv2d(3, nif, 4, 2, 1, bias=False)
+        self.features = nn.Sequential(
+            first, nn.LeakyReLU(0.2),
+            nn.Conv2d(nif, 2 * nif, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * nif, 4 * nif, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
+            nn.Conv2d(4 * nif, 8 * nif, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
+        )
+        self.mu = nn.Conv2d(8 * nif, nz, 4, 1, 0)
+        self.logvar = nn.Conv2d(8 * nif, nz, 4, 1, 0)
+        self.apply(weights_init)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.features(x)
+        return self.mu(h).flatten(1), self.logvar(h).flatten(1)
