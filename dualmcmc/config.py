@@ -30,7 +30,9 @@ class LogConfig:
 
 @dataclass
 class GuardConfig:
-    max_energy_gap: float = 1e4  # stop when |E(data) - E(samples)| exceeds this (the Dual-MCMC reference's 1e4)
+    max_energy_gap: float = 1e4  # the guard fires when |E(data) - E(samples)| exceeds this (the reference's 1e4)
+    max_recoveries: int = 3  # roll back and slow down this many times before stopping (0: stop, as the reference)
+    backoff: float = 0.5  # each recovery multiplies the learning rates and the chain's step and noise by this
 
 
 @dataclass
@@ -241,6 +243,10 @@ def _check_ranges(cfg: TrainConfig) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{key} must be >= 0, got {value!r}")
+    if cfg.guard.max_recoveries < 0:
+        raise ConfigError(f"guard.max_recoveries must be >= 0, got {cfg.guard.max_recoveries!r}")
+    if not 0.0 < cfg.guard.backoff <= 1.0:
+        raise ConfigError(f"guard.backoff must be in (0, 1], got {cfg.guard.backoff!r}")
 
 
 def _plain(value: Any) -> Any:

@@ -23,7 +23,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig, default_out, identity, load_config
-from .data import load_dataset
+from .data import load_dataset, to_model_range
 from .methods import Method, build_method
 from .run import evaluate_method, render_pictures, resolve_device, save_config
 
@@ -53,37 +53,49 @@ def train(config: "str | Path | dict | TrainConfig", overrides: Iterable[str] = 
 
     # ---- resume, or start a fresh run (only now that everything checked out is anything written) ----
     run_dir.mkdir(parents=True, exist_ok=True)
-    start, window = 0, {}  # window: the losses of the iterations since the last metrics line
+    start, window, recoveries = 0, {}, 0  # window: the losses of the iterations since the last metrics line
     checkpoint_path = run_dir / ckpt.CHECKPOINT_NAME
     if fresh:
         clear_run(run_dir)
     if checkpoint_path.exists():
-        start, window = resume(checkpoint_path, cfg, method, batches)
+        start, window, recoveries = resume(checkpoint_path, cfg, method, batches)
     save_config(run_dir, cfg)
     logger = MetricsLogger(run_dir, cfg.log.tensorboard, resume_at=start)
     print(f"dualmcmc: {cfg.method} on {cfg.data} {tuple(data.shape)} -> {run_dir} "
           f"({'resuming at iteration ' + str(start) if start else 'new run'}, device {device}, "
           f"ops backend {_backend()})", file=sys.stderr)
+    if not checkpoint_path.exists():  # the state a recovery rolls back to when it diverges before the first save
+        save(checkpoint_path, method, 0, cfg, data_shape, batches, window, recoveries)
 
     # ---- the loop ----
     progress = _progress_bar(cfg, start)
     try:
-        t_start = time.perf_counter()
-        for iteration in range(start + 1, cfg.iterations + 1):
+        t_start, iteration = time.perf_counter(), start
+        while iteration < cfg.iterations:
+            iteration += 1
             batch_index, epoch_done = batches.next()
-            losses = method.train_step(data[batch_index].to(device))
+            losses = method.train_step(to_model_range(data[batch_index]).to(device))
             if epoch_done:
                 method.on_epoch_end()  # per-epoch learning-rate schedules, as in the reference codes
 
-            problem = divergence(losses, cfg.guard.max_energy_gap)
+            checkpoint_due = (cfg.log.checkpoint_every and iteration % cfg.log.checkpoint_every == 0) \
+                or iteration == cfg.iterations
+            problem = divergence(losses, cfg.guard.max_energy_gap) or (checkpoint_due and nonfinite_parameters(method))
             if problem:
-                stop_diverged(run_dir, iteration, problem, losses, logger, progress)
+                if recoveries >= cfg.guard.max_recoveries:
+                    stop_diverged(run_dir, iteration, problem, losses, logger, progress)
+                recoveries += 1
+                iteration, window = recover(run_dir, cfg, method, batches, iteration, problem, recoveries, logger)
+                if progress is not None:
+                    progress.reset(total=cfg.iterations)
+                    progress.update(iteration)
+                continue
             for key, value in losses.items():
                 window.setdefault(key, []).append(value)
 
             if iteration % cfg.log.log_every == 0 or iteration == cfg.iterations:
                 means = {k: float(np.mean(v)) for k, v in window.items()}
-                means["seconds_per_iteration"] = (time.perf_counter() - t_start) / (iteration - start)
+                means["seconds_per_iteration"] = (time.perf_counter() - t_start) / max(iteration - start, 1)
                 logger.log(iteration, means)
                 if progress is not None:
                     progress.set_postfix(gap=f"{means['energy_gap']:.3g}", refresh=False)
@@ -94,8 +106,8 @@ def train(config: "str | Path | dict | TrainConfig", overrides: Iterable[str] = 
             if cfg.log.eval_every and iteration % cfg.log.eval_every == 0 and iteration != cfg.iterations:
                 with isolated_rng(device):
                     logger.log(iteration, {f"eval/{k}": v for k, v in evaluate_method(method, cfg).items()})
-            if (cfg.log.checkpoint_every and iteration % cfg.log.checkpoint_every == 0) or iteration == cfg.iterations:
-                save(checkpoint_path, method, iteration, cfg, data_shape, batches, window, run_dir, logger, progress)
+            if checkpoint_due:
+                save(checkpoint_path, method, iteration, cfg, data_shape, batches, window, recoveries)
             if progress is not None:
                 progress.update(1)
         if progress is not None:
@@ -179,19 +191,41 @@ def stop_diverged(run_dir: Path, iteration: int, problem: str, losses, logger, p
         f"the Langevin step size (model.*), or raise guard.max_energy_gap if the gap is expected to be large")
 
 
-def save(path: Path, method: Method, iteration: int, cfg: TrainConfig, data_shape, batches: BatchSampler,
-         window: dict, run_dir: Path, logger, progress) -> None:
-    """Atomic checkpoint, only of finite parameters: a NaN model never replaces the last good checkpoint."""
+def nonfinite_parameters(method: Method) -> Optional[str]:
+    """A reason when some parameter or buffer is NaN/inf (a NaN model never replaces the last good checkpoint)."""
     bad = [name for name, p in method.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
-    if bad:
-        stop_diverged(run_dir, iteration, f"non-finite parameters {bad[:5]}", {}, logger, progress)
+    return f"non-finite parameters {bad[:5]}" if bad else None
+
+
+def save(path: Path, method: Method, iteration: int, cfg: TrainConfig, data_shape, batches: BatchSampler,
+         window: dict, recoveries: int) -> None:
+    """Atomic checkpoint of everything an exact resume needs."""
     ckpt.save_checkpoint(path, method, iteration=iteration, config=cfg.to_dict(), data_shape=data_shape,
-                         batches=batches.state_dict(), log_window=window)
+                         batches=batches.state_dict(), log_window=window, recoveries=recoveries)
 
 
-def resume(path: Path, cfg: TrainConfig, method: Method, batches: BatchSampler) -> tuple[int, dict]:
-    """Load a run's checkpoint into ``method`` and ``batches``; returns the iteration it reached and the
-    losses logged since the last metrics line (so the next line averages the same iterations)."""
+def recover(run_dir: Path, cfg: TrainConfig, method: Method, batches: BatchSampler, iteration: int, problem: str,
+            recoveries: int, logger: "MetricsLogger") -> tuple[int, dict]:
+    """Roll back to the last good checkpoint, slow down (method.backoff), reseed, and log it; returns the iteration
+    to continue from and its metrics window. The reference codes simply stop here."""
+    back_to, window, _ = resume(run_dir / ckpt.CHECKPOINT_NAME, cfg, method, batches)
+    method.backoff(cfg.guard.backoff)
+    torch.manual_seed(cfg.seed + 1_000_003 * recoveries)  # a new stream: the same noise could diverge again
+    event = {"recovery": recoveries, "iteration": iteration, "rolled_back_to": back_to, "reason": problem,
+             "backoff_scale": method.backoff_scale}
+    logger.log(iteration, {"recovery": recoveries, "rolled_back_to": back_to, "backoff_scale": method.backoff_scale})
+    log_path = run_dir / "recoveries.json"
+    events = json.loads(log_path.read_text()) if log_path.exists() else []
+    ckpt.atomic_write_text(log_path, json.dumps(events + [event], indent=2) + "\n")
+    print(f"dualmcmc: iteration {iteration}: {problem}; recovery {recoveries} of {cfg.guard.max_recoveries}: "
+          f"rolled back to iteration {back_to}, learning rates and chain steps x{cfg.guard.backoff:g} "
+          f"(now x{method.backoff_scale:g})", file=sys.stderr)
+    return back_to, window
+
+
+def resume(path: Path, cfg: TrainConfig, method: Method, batches: BatchSampler) -> tuple[int, dict, int]:
+    """Load a run's checkpoint into ``method`` and ``batches``; returns the iteration it reached, the losses logged
+    since the last metrics line (so the next line averages the same iterations) and the recoveries so far."""
     state = ckpt.load_checkpoint(path, map_location="cpu")
     saved = {k: state["config"][k] for k in identity(cfg)}
     changed = sorted(k for k, v in identity(cfg).items() if saved.get(k) != v)
@@ -205,7 +239,7 @@ def resume(path: Path, cfg: TrainConfig, method: Method, batches: BatchSampler) 
     ckpt.load_method_state(method, state["method"])
     batches.load_state_dict(state["batches"])
     ckpt.set_rng_states(state["rng"])
-    return int(state["iteration"]), state.get("log_window", {})
+    return int(state["iteration"]), state.get("log_window", {}), int(state.get("recoveries", 0))
 
 
 class MetricsLogger:

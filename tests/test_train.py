@@ -157,6 +157,7 @@ def test_divergence_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, mon
 
     monkeypatch.setattr(DualMCMC, "train_step", exploding_step)
     config = small_config(tmp_path, iterations=10)
+    config["guard"] = {"max_recoveries": 0}  # the reference's behaviour: stop (tests/test_recovery.py: recover)
     with pytest.raises(TrainingDiverged, match=r"iteration 5: non-finite value\(s\) in \['energy_gap'\].*iteration 3"):
         train(config)
     run_dir = tmp_path / "run"

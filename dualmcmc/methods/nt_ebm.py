@@ -112,6 +112,12 @@ class NTEBM(Method):
     def flow_fitted(self) -> bool:
         return int(self.flow_iterations_done) >= self.config.flow_pretrain_iterations
 
+    def on_epoch_end(self) -> None:
+        """Per-epoch decay of the rate of the phase that is learning (the EBM's waits for the flow's fit)."""
+        self.schedulers["flow" if not self.flow_fitted else "ebm"].step()
+        if self.flow_fitted and self.config.train_flow:
+            self.schedulers["flow"].step()
+
     # -- the latent chain ---------------------------------------------------------------------------------------
     def latent_energy(self, z: Tensor) -> Tensor:
         """E(g(z)): the tilt pulled back to the latent space (the op adds ||z||^2/2 as prior_precision 1)."""

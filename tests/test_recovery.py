@@ -1,0 +1,89 @@
+"""Recovery from divergence: roll back to the last good checkpoint, slow down, reseed, go on (a bounded number of
+times); the reference codes simply stop."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from dualmcmc import checkpoint as ckpt
+from dualmcmc.config import ConfigError
+from dualmcmc.methods.dual_mcmc import DualMCMC
+from dualmcmc.train import TrainingDiverged, train
+from test_train import read_metrics, small_config
+
+
+def diverge_at(monkeypatch, calls_that_diverge):
+    """Make DualMCMC.train_step poison the EBM and report NaN on the given call numbers (1-based)."""
+    real_step = DualMCMC.train_step
+    calls = {"n": 0}
+
+    def step(self, x):
+        calls["n"] += 1
+        out = real_step(self, x)
+        if calls["n"] in calls_that_diverge:
+            with torch.no_grad():
+                for p in self.ebm.parameters():
+                    p.fill_(float("nan"))
+            out["energy_gap"] = float("nan")
+        return out
+
+    monkeypatch.setattr(DualMCMC, "train_step", step)
+    return calls
+
+
+def test_a_divergence_rolls_back_slows_down_and_finishes(tmp_path, monkeypatch):
+    calls = diverge_at(monkeypatch, {5})
+    run_dir = train(small_config(tmp_path, iterations=10))
+    state = ckpt.load_checkpoint(run_dir / "checkpoint.pt")
+    assert state["iteration"] == 10 and state["recoveries"] == 1
+    assert all(torch.isfinite(v).all() for v in state["method"]["model"].values() if v.is_floating_point())
+    # rolled back to the checkpoint of iteration 3, so iterations 4..10 ran again after the failed 5th call
+    assert calls["n"] == 5 + 7
+    events = json.loads((run_dir / "recoveries.json").read_text())
+    assert [(e["recovery"], e["iteration"], e["rolled_back_to"]) for e in events] == [(1, 5, 3)]
+    assert "non-finite" in events[0]["reason"]
+    lr = state["method"]["optimizers"]["ebm"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(1e-4 * 0.5 * 0.998 ** 0, rel=1e-6)  # no epoch ended in 10 batches of 32 from 512
+    assert state["method"]["extra"]["backoff_scale"] == 0.5
+    assert any(line.get("recovery") == 1 for line in read_metrics(run_dir))
+    assert (run_dir / "eval.json").exists() and not (run_dir / "diverged.json").exists()
+
+
+def test_a_divergence_before_the_first_checkpoint_rolls_back_to_the_start(tmp_path, monkeypatch):
+    diverge_at(monkeypatch, {2})
+    run_dir = train(small_config(tmp_path, iterations=4))
+    events = json.loads((run_dir / "recoveries.json").read_text())
+    assert events[0]["rolled_back_to"] == 0
+
+
+def test_without_recoveries_the_run_stops_as_the_reference(tmp_path, monkeypatch):
+    diverge_at(monkeypatch, {5})
+    config = small_config(tmp_path, iterations=10)
+    config["guard"] = {"max_recoveries": 0}
+    with pytest.raises(TrainingDiverged, match="iteration 5"):
+        train(config)
+    assert not (tmp_path / "run" / "recoveries.json").exists()
+
+
+def test_repeated_divergence_stops_after_max_recoveries(tmp_path, monkeypatch):
+    diverge_at(monkeypatch, set(range(5, 100)))
+    config = small_config(tmp_path, iterations=10)
+    config["guard"] = {"max_recoveries": 2, "backoff": 0.25}
+    with pytest.raises(TrainingDiverged):
+        train(config)
+    run_dir = tmp_path / "run"
+    assert len(json.loads((run_dir / "recoveries.json").read_text())) == 2
+    assert json.loads((run_dir / "diverged.json").read_text())["iteration"] == 4  # 3 + the first iteration after
+    state = ckpt.load_checkpoint(run_dir / "checkpoint.pt")
+    assert state["iteration"] == 3 and math.isfinite(state["method"]["optimizers"]["ebm"]["param_groups"][0]["lr"])
+
+
+@pytest.mark.parametrize("guard, message", [({"backoff": 0.0}, "guard.backoff"), ({"max_recoveries": -1}, "max_recoveries")])
+def test_bad_guard_settings_are_named(tmp_path, guard, message):
+    config = small_config(tmp_path)
+    config["guard"] = guard
+    with pytest.raises(ConfigError, match=message):
+        train(config)
