@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
+from . import distributed
 from .config import ConfigError, TrainConfig, default_out, identity, load_config
 from .data import load_dataset, to_model_range
 from .methods import Method, build_method
@@ -35,8 +36,16 @@ class TrainingDiverged(RuntimeError):
 def train(config: "str | Path | dict | TrainConfig", overrides: Iterable[str] = (), *, fresh: bool = False) -> Path:
     """Train the method the config names; returns the run directory. See the module docstring."""
     cfg = load_config(config, overrides)
+    try:
+        return _train(cfg, fresh)
+    finally:
+        distributed.cleanup()  # torchrun: leave the process group whatever happened
+
+
+def _train(cfg: TrainConfig, fresh: bool) -> Path:
     run_dir = Path(cfg.out or default_out(cfg))
-    device = resolve_device(cfg.device)
+    device = distributed.setup(resolve_device(cfg.device))  # torchrun: join the group, this rank's GPU
+    main = distributed.is_main()  # only rank 0 writes files
     seed_everything(cfg.seed)
 
     # ---- data, model, optimisers ----
@@ -49,39 +58,49 @@ def train(config: "str | Path | dict | TrainConfig", overrides: Iterable[str] = 
         method = build_method(cfg.method, cfg.model, data_shape).to(device)
     except ValueError as err:  # a model value the method rejects (e.g. z_likelihood, x_ref_sigma)
         raise ConfigError(f"model: {err}") from None
-    batches = BatchSampler(len(data), cfg.batch_size, seed=cfg.seed)
+    batches = BatchSampler(len(data), cfg.batch_size, seed=cfg.seed)  # the global batch; each rank takes a shard
+    distributed.per_rank_batch(cfg.batch_size)
 
     # ---- resume, or start a fresh run (only now that everything checked out is anything written) ----
-    run_dir.mkdir(parents=True, exist_ok=True)
     start, window, recoveries = 0, {}, 0  # window: the losses of the iterations since the last metrics line
     checkpoint_path = run_dir / ckpt.CHECKPOINT_NAME
-    if fresh:
-        clear_run(run_dir)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            clear_run(run_dir)
+    distributed.barrier()
     if checkpoint_path.exists():
         start, window, recoveries = resume(checkpoint_path, cfg, method, batches)
-    save_config(run_dir, cfg)
-    logger = MetricsLogger(run_dir, cfg.log.tensorboard, resume_at=start)
-    print(f"dualmcmc: {cfg.method} on {cfg.data} {tuple(data.shape)} -> {run_dir} "
-          f"({'resuming at iteration ' + str(start) if start else 'new run'}, device {device}, "
-          f"ops backend {_backend()})", file=sys.stderr)
+    distributed.broadcast_state(method)  # torchrun: every rank starts from rank 0's model
+    distributed.average_gradients_before_steps(method.optimizers.values())
+    if distributed.active():  # equal models, different chains on each rank
+        torch.manual_seed(cfg.seed + 7919 * distributed.rank() + start)
+    logger = MetricsLogger(run_dir, cfg.log.tensorboard, resume_at=start) if main else NoLogger()
+    if main:
+        save_config(run_dir, cfg)
+        print(f"dualmcmc: {cfg.method} on {cfg.data} {tuple(data.shape)} -> {run_dir} "
+              f"({'resuming at iteration ' + str(start) if start else 'new run'}, device {device}, "
+              f"ops backend {_backend()}{f', {distributed.world_size()} processes' if distributed.active() else ''})",
+              file=sys.stderr)
     if not checkpoint_path.exists():  # the state a recovery rolls back to when it diverges before the first save
         save(checkpoint_path, method, 0, cfg, data_shape, batches, window, recoveries)
 
     # ---- the loop ----
-    progress = _progress_bar(cfg, start)
+    progress = _progress_bar(cfg, start) if main else None
     try:
         t_start, iteration = time.perf_counter(), start
         while iteration < cfg.iterations:
             iteration += 1
             batch_index, epoch_done = batches.next()
-            losses = method.train_step(to_model_range(data[batch_index]).to(device))
+            losses = method.train_step(to_model_range(data[distributed.shard(batch_index)]).to(device))
             if epoch_done:
                 method.on_epoch_end()  # per-epoch learning-rate schedules, as in the reference codes
 
             checkpoint_due = (cfg.log.checkpoint_every and iteration % cfg.log.checkpoint_every == 0) \
                 or iteration == cfg.iterations
             problem = divergence(losses, cfg.guard.max_energy_gap) or (checkpoint_due and nonfinite_parameters(method))
-            if problem:
+            if distributed.any_rank(bool(problem)):  # every rank recovers, or stops, together
+                problem = problem or "another process diverged"
                 if recoveries >= cfg.guard.max_recoveries:
                     stop_diverged(run_dir, iteration, problem, losses, logger, progress)
                 recoveries += 1
@@ -100,10 +119,10 @@ def train(config: "str | Path | dict | TrainConfig", overrides: Iterable[str] = 
                 if progress is not None:
                     progress.set_postfix(gap=f"{means['energy_gap']:.3g}", refresh=False)
                 window = {}
-            if cfg.log.image_every and iteration % cfg.log.image_every == 0 and iteration != cfg.iterations:
+            if main and cfg.log.image_every and iteration % cfg.log.image_every == 0 and iteration != cfg.iterations:
                 with isolated_rng(device):
                     render_pictures(method, data, cfg, run_dir, iteration)
-            if cfg.log.eval_every and iteration % cfg.log.eval_every == 0 and iteration != cfg.iterations:
+            if main and cfg.log.eval_every and iteration % cfg.log.eval_every == 0 and iteration != cfg.iterations:
                 with isolated_rng(device):
                     logger.log(iteration, {f"eval/{k}": v for k, v in evaluate_method(method, cfg).items()})
             if checkpoint_due:
@@ -115,6 +134,9 @@ def train(config: "str | Path | dict | TrainConfig", overrides: Iterable[str] = 
             progress = None
 
         # ---- the end: pictures and the evaluation of the trained model ----
+        distributed.check_parameters_agree(method)  # torchrun: every rank must hold the same model
+        if not main:
+            return run_dir
         with isolated_rng(device):
             render_pictures(method, data, cfg, run_dir, cfg.iterations)
             scores = evaluate_method(method, cfg)
@@ -181,7 +203,8 @@ def stop_diverged(run_dir: Path, iteration: int, problem: str, losses, logger, p
     if progress is not None:
         progress.close()
     report = {"iteration": iteration, "reason": problem, "losses": losses}
-    ckpt.atomic_write_text(run_dir / "diverged.json", json.dumps(report, indent=2, default=str) + "\n")
+    if distributed.is_main():
+        ckpt.atomic_write_text(run_dir / "diverged.json", json.dumps(report, indent=2, default=str) + "\n")
     logger.close()
     last = ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT_NAME)["iteration"] \
         if (run_dir / ckpt.CHECKPOINT_NAME).exists() else None
@@ -199,9 +222,12 @@ def nonfinite_parameters(method: Method) -> Optional[str]:
 
 def save(path: Path, method: Method, iteration: int, cfg: TrainConfig, data_shape, batches: BatchSampler,
          window: dict, recoveries: int) -> None:
-    """Atomic checkpoint of everything an exact resume needs."""
-    ckpt.save_checkpoint(path, method, iteration=iteration, config=cfg.to_dict(), data_shape=data_shape,
-                         batches=batches.state_dict(), log_window=window, recoveries=recoveries)
+    """Atomic checkpoint of everything an exact resume needs (torchrun: rank 0's, with its buffers on every rank)."""
+    distributed.broadcast_state(method, buffers_only=True)
+    if distributed.is_main():
+        ckpt.save_checkpoint(path, method, iteration=iteration, config=cfg.to_dict(), data_shape=data_shape,
+                             batches=batches.state_dict(), log_window=window, recoveries=recoveries)
+    distributed.barrier()  # no rank reads or moves past a checkpoint that is not written yet
 
 
 def recover(run_dir: Path, cfg: TrainConfig, method: Method, batches: BatchSampler, iteration: int, problem: str,
@@ -210,10 +236,13 @@ def recover(run_dir: Path, cfg: TrainConfig, method: Method, batches: BatchSampl
     to continue from and its metrics window. The reference codes simply stop here."""
     back_to, window, _ = resume(run_dir / ckpt.CHECKPOINT_NAME, cfg, method, batches)
     method.backoff(cfg.guard.backoff)
-    torch.manual_seed(cfg.seed + 1_000_003 * recoveries)  # a new stream: the same noise could diverge again
+    # a new stream (the same noise could diverge again), and torchrun ranks still draw different chains
+    torch.manual_seed(cfg.seed + 1_000_003 * recoveries + 7919 * distributed.rank())
     event = {"recovery": recoveries, "iteration": iteration, "rolled_back_to": back_to, "reason": problem,
              "backoff_scale": method.backoff_scale}
     logger.log(iteration, {"recovery": recoveries, "rolled_back_to": back_to, "backoff_scale": method.backoff_scale})
+    if not distributed.is_main():
+        return back_to, window
     log_path = run_dir / "recoveries.json"
     events = json.loads(log_path.read_text()) if log_path.exists() else []
     ckpt.atomic_write_text(log_path, json.dumps(events + [event], indent=2) + "\n")
@@ -240,6 +269,16 @@ def resume(path: Path, cfg: TrainConfig, method: Method, batches: BatchSampler) 
     batches.load_state_dict(state["batches"])
     ckpt.set_rng_states(state["rng"])
     return int(state["iteration"]), state.get("log_window", {}), int(state.get("recoveries", 0))
+
+
+class NoLogger:
+    """What ranks other than 0 log to under torchrun: nothing."""
+
+    def log(self, iteration: int, values: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class MetricsLogger:

@@ -1,0 +1,129 @@
+"""Data-parallel training under ``torchrun --nproc_per_node=N``: the same loop on every rank, one shard of each batch.
+
+Methods own their networks and optimizers and step them inside ``train_step``, so instead of wrapping every network
+in DistributedDataParallel (which would rename state_dict keys and need one wrapper per pass), each optimizer gets a
+step pre-hook that averages its parameters' gradients across ranks in one coalesced all-reduce: the same update
+DDP makes. Parameters start equal (broadcast from rank 0) and get equal updates, so they stay equal; buffers
+(BatchNorm statistics, spectral-norm vectors) are broadcast from rank 0 before every checkpoint. Rank 0 alone writes
+metrics, pictures, evaluations and checkpoints. NCCL on GPUs, gloo on CPUs.
+
+Outside torchrun (WORLD_SIZE unset or 1) every function here is a no-op and the loop runs exactly as before.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def is_main() -> bool:
+    """True on rank 0 (and in a single process): the rank that writes files."""
+    return rank() == 0
+
+
+def setup(device: torch.device) -> torch.device:
+    """Join the process group when launched by torchrun; returns this rank's device (cuda:LOCAL_RANK on GPUs)."""
+    if world_size() <= 1 or active():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def cleanup() -> None:
+    if active():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def per_rank_batch(batch_size: int) -> int:
+    """Each rank's share of the global batch; ``batch_size`` must divide evenly."""
+    n = world_size()
+    if batch_size % n:
+        from .config import ConfigError
+
+        raise ConfigError(f"batch_size {batch_size} does not divide among {n} processes; use a multiple of {n}")
+    return batch_size // n
+
+
+def shard(indices: torch.Tensor) -> torch.Tensor:
+    """This rank's contiguous slice of a global batch (every rank drew the same global permutation)."""
+    if not active():
+        return indices
+    size = per_rank_batch(len(indices))
+    return indices[rank() * size:(rank() + 1) * size]
+
+
+def broadcast_state(module: torch.nn.Module, buffers_only: bool = False) -> None:
+    """Rank 0's parameters (unless ``buffers_only``) and buffers on every rank."""
+    if not active():
+        return
+    tensors = list(module.buffers()) if buffers_only else [*module.parameters(), *module.buffers()]
+    for tensor in tensors:
+        dist.broadcast(tensor.data, src=0)
+
+
+def _average_gradients(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])  # one all-reduce instead of one per tensor
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def average_gradients_before_steps(optimizers: Iterable[torch.optim.Optimizer]) -> None:
+    """Every ``optimizer.step()`` first averages the gradients across ranks (the methods give every rank the same
+    pattern of parameters with gradients, so all ranks reduce the same tensors)."""
+    if not active():
+        return
+    for optimizer in optimizers:
+        optimizer.register_step_pre_hook(_average_gradients)
+
+
+def any_rank(flag: bool) -> bool:
+    """True when ``flag`` is true on any rank (a divergence on one rank stops or recovers every rank)."""
+    if not active():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def check_parameters_agree(module: torch.nn.Module) -> float:
+    """A float64 checksum of all parameters, compared across ranks (RuntimeError when they differ); written to
+    $DUALMCMC_CHECKSUM_DIR/rank<k>.txt when that variable is set (tests)."""
+    total = sum(float(p.detach().double().sum()) + float(p.detach().double().square().sum()) for p in module.parameters())
+    if os.environ.get("DUALMCMC_CHECKSUM_DIR"):
+        Path(os.environ["DUALMCMC_CHECKSUM_DIR"], f"rank{rank()}.txt").write_text(repr(total))
+    if active():
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, total)
+        if len(set(gathered)) != 1:
+            raise RuntimeError(f"ranks ended with different parameters (checksums {gathered}); please report this")
+    return total

@@ -1,0 +1,59 @@
+"""Data-parallel training under torchrun: two CPU processes (gloo) end with identical models; rank 0 alone writes."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dualmcmc import checkpoint as ckpt
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["model.ebm_hidden=16", "model.ebm_layers=2", "model.generator_hidden=16", "model.generator_layers=2",
+        "model.encoder_hidden=16", "model.encoder_layers=2", "model.latent_dim=2", "model.x_steps=2",
+        "model.z_steps=2", "iterations=6", "batch_size=16", "n_data=256", "log.image_every=0",
+        "log.tensorboard=false", "log.progress=false", "log.log_every=1", "log.checkpoint_every=3",
+        "eval.n_samples=100", "eval.resolution=50", "device=cpu"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DUALMCMC_CHECKSUM_DIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", "-m", "dualmcmc", "train", "configs/toy2d.yaml",
+           *[arg for item in (*TINY, f"out={tmp_path / 'run'}", *extra) for arg in ("--set", item)]]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_two_processes_end_with_identical_parameters_and_rank_0_writes(tmp_path):
+    result = torchrun(tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "rank0.txt").read_text() == (tmp_path / "rank1.txt").read_text()
+    run_dir = tmp_path / "run"
+    assert ckpt.load_checkpoint(run_dir / "checkpoint.pt")["iteration"] == 6
+    iterations = [json.loads(line)["iteration"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert iterations == sorted(iterations) and len([i for i in iterations if i == 3]) == 1  # one writer
+    assert "2 processes" in result.stderr and (run_dir / "eval.json").exists()
+
+
+def test_uneven_batch_is_refused_by_name(tmp_path):
+    result = torchrun(tmp_path, "batch_size=15")
+    assert result.returncode != 0 and "batch_size 15 does not divide among 2 processes" in result.stderr  # torchrun: 1
+
+
+def test_single_process_shard_is_the_whole_batch():
+    from dualmcmc import distributed
+
+    batch = torch.arange(8)
+    assert torch.equal(distributed.shard(batch), batch) and distributed.is_main()
+    assert distributed.per_rank_batch(8) == 8
