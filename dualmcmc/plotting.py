@@ -1,4 +1,4 @@
-"""Pictures of a run: density maps and sample scatters for 2-D data, sample grids for square images.
+"""Pictures of a run: density maps and sample scatters for 2-D data, sample and reconstruction grids for images.
 
 matplotlib is imported inside the functions and only its object-oriented Agg path is used (no pyplot, no global
 backend switch), so the core package never needs it and plotting works on headless machines.
@@ -125,6 +125,32 @@ def plot_image_grid(path: "str | Path", samples, side: int, title: str = "sample
     return _save(fig, path)
 
 
+def _image_canvas(images: np.ndarray, columns: int) -> np.ndarray:
+    """(N, C, H, W) images in [-1, 1] tiled into one (rows*(H+1), columns*(W+1), C) canvas in [0, 1]."""
+    n, c, h, w = images.shape
+    rows = math.ceil(n / columns)
+    canvas = np.ones((rows * (h + 1), columns * (w + 1), c))
+    for k, image in enumerate(np.clip((images + 1.0) / 2.0, 0.0, 1.0)):  # the data range, not per-image rescaling
+        r, col = divmod(k, columns)
+        canvas[r * (h + 1): r * (h + 1) + h, col * (w + 1): col * (w + 1) + w] = image.transpose(1, 2, 0)
+    return canvas
+
+
+def plot_image_panels(path: "str | Path", panels: dict, title: str = "", columns: int = 10) -> Path:
+    """Side-by-side grids of images: ``panels`` maps a panel title to an (N, C, H, W) array in [-1, 1] (C = 1 or 3),
+    e.g. EBM samples, generator samples, and data rows over their reconstructions."""
+    fig, axes = _figure(len(panels), size=4.5)
+    for ax, (name, images) in zip(axes, panels.items()):
+        canvas = _image_canvas(_array(images)[: columns * columns], columns)
+        ax.imshow(canvas[..., 0] if canvas.shape[-1] == 1 else canvas, cmap="gray", vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(name, fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
 def _save(fig, path: "str | Path") -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,4 +166,5 @@ def sample_bounds(data, pad: float = 0.1) -> Bounds:
     return (lo - pad * span, hi + pad * span)
 
 
-__all__: Sequence[str] = ["plot_2d_run", "plot_samples_2d", "plot_image_grid", "image_side", "sample_bounds"]
+__all__: Sequence[str] = ["plot_2d_run", "plot_samples_2d", "plot_image_grid", "plot_image_panels", "image_side",
+                           "sample_bounds"]

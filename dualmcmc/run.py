@@ -14,7 +14,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig, load_config
-from .data import is_toy
+from .data import is_toy, to_model_range
 from .methods import Method, build_method
 
 CONFIG_NAME = "config.yaml"
@@ -107,6 +107,18 @@ def render_pictures(method: Method, data: torch.Tensor, cfg: TrainConfig, run_di
             path, bounds=bounds, data=picked, ebm_samples=samples, true_density=true_density,
             model_density=model_density, generator_samples=generator_samples, reconstructions=reconstructions,
             title=f"{cfg.method} on {Path(cfg.data).name}, iteration {iteration}")
+    elif len(method.data_shape) == 3 and method.data_shape[0] in (1, 3):  # images: sample and reconstruction grids
+        panels = {"EBM samples": samples[:100]}
+        generated = method.generator_sample(100, generator=generator)
+        if generated is not None:
+            panels["generator samples"] = generated.detach().cpu()
+        shown = to_model_range(data[:50])
+        reconstructions = method.reconstruct(shown.to(method.device))
+        if reconstructions is not None:  # rows of 10 data images, each row followed by its reconstructions
+            pairs = torch.stack([shown.reshape(5, 10, *shown.shape[1:]),
+                                 reconstructions.detach().cpu().reshape(5, 10, *shown.shape[1:])], dim=1)
+            panels["data (odd rows) / reconstructions"] = pairs.reshape(100, *shown.shape[1:])
+        plotting.plot_image_panels(path, panels, title=f"{cfg.method} on {Path(cfg.data).name}, iteration {iteration}")
     elif plotting.image_side(dim):
         plotting.plot_image_grid(path, samples.reshape(len(samples), -1), plotting.image_side(dim),
                                  title=f"{cfg.method} EBM samples, iteration {iteration}")
@@ -121,7 +133,8 @@ def render_pictures(method: Method, data: torch.Tensor, cfg: TrainConfig, run_di
 def evaluate_method(method: Method, cfg: TrainConfig, n_samples: Optional[int] = None,
                     resolution: Optional[int] = None) -> dict[str, float]:
     """2-D data: grid KL / TV of the EBM density, MMD and mode coverage of its samples (dualmcmc.metrics);
-    other vector data: MMD of EBM and generator samples against the data."""
+    images: dualmcmc.metrics.images.evaluate_images (digits: Frechet distance and MMD in the features of the
+    package's digits classifier, reconstruction MSE); other vector data: MMD of EBM and generator samples."""
     from .data import load_dataset
     from .metrics import evaluate_2d, mmd
 
@@ -129,6 +142,10 @@ def evaluate_method(method: Method, cfg: TrainConfig, n_samples: Optional[int] =
         if value is not None and value < 2:
             raise ConfigError(f"evaluation {key} must be >= 2, got {value}")
     n = n_samples or cfg.eval.n_samples
+    if len(method.data_shape) == 3:  # images: classifier-feature FD / MMD on digits, pixel MMD otherwise
+        from .metrics.images import evaluate_images
+
+        return evaluate_images(method, cfg.data, n_samples=n, seed=cfg.seed)
     if method.data_shape == (2,):
         return evaluate_2d(method.log_prob_unnormalized, method.sample, cfg.data, n_samples=n, seed=cfg.seed,
                            bounds=PLOT_BOUNDS, resolution=resolution or cfg.eval.resolution, device=method.device)

@@ -51,7 +51,7 @@ def _train(cfg: TrainConfig, fresh: bool) -> Path:
     # ---- data, model, optimisers ----
     try:
         data = load_dataset(cfg.data, n_samples=cfg.n_data, seed=cfg.seed)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, ImportError) as err:  # ImportError: torchvision sets without torchvision
         raise ConfigError(f"data: {err}") from None
     data_shape = tuple(data.shape[1:])
     try:

@@ -1,7 +1,12 @@
-"""Data sets for dualmcmc: toy 2-D densities (with their true log-densities) and user arrays."""
+"""Data sets for dualmcmc: toy 2-D densities (with their true log-densities), user arrays, and images.
+
+load_dataset is the entry point; images are (N, C, H, W), uint8 for 8-bit sources: map batches with to_model_range.
+"""
 from __future__ import annotations
 
-from .arrays import load_dataset
+from .digits import DIGITS_N_TEST, load_digits, load_digits_labels
+from .images import is_image_shape, to_model_range
+from .load import dataset_shape, load_dataset
 from .toy2d import (
     ANALYTIC_TOYS,
     NUMERICAL_TOYS,
@@ -15,12 +20,18 @@ from .toy2d import (
 
 __all__ = [
     "ANALYTIC_TOYS",
+    "DIGITS_N_TEST",
     "NUMERICAL_TOYS",
     "TOY_DENSITIES",
+    "dataset_shape",
+    "is_image_shape",
     "is_toy",
     "load_dataset",
+    "load_digits",
+    "load_digits_labels",
     "sample_toy",
     "toy_log_density",
     "toy_modes",
     "toy_rings",
+    "to_model_range",
 ]

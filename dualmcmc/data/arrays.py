@@ -1,52 +1,27 @@
-"""Loading a data set from a toy name or a user's .npy / .npz array, with errors that say what to fix."""
+"""A user's .npy / .npz array: N x D points, or images (N x C x H x W, N x H x W x C, N x H x W)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .toy2d import TOY_DENSITIES, is_toy, sample_toy
+from .images import ACCEPTED_LAYOUTS, images_to_nchw, images_to_storage
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 NPZ_PREFERRED_KEYS = ("x", "data")
 
 
-def load_dataset(spec: str | os.PathLike, n_samples: int = 50_000, seed: int = 0) -> Tensor:
-    """A float32 (N, D) tensor of data points.
+def load_array(path: Path) -> Tensor:
+    """The data in a .npy / .npz file: N x D -> float32 (N, D); 3-D / 4-D -> images (N, C, H, W).
 
-    ``spec`` is either a toy name (see ``TOY_DENSITIES``): ``n_samples`` points drawn with a generator seeded
-    by ``seed``; or a path to a ``.npy`` / ``.npz`` file holding an N x D numeric array: all its rows are
-    returned (``n_samples`` and ``seed`` are ignored).  A ``.npz`` must hold a single array or one under the
-    key ``'x'`` or ``'data'``.
-
-    Raises FileNotFoundError for a missing file, ValueError for an unknown toy name, an unsupported
-    extension, or an array that is not 2-D, not numeric, empty, or holds NaN / Inf.
+    Images keep 8-bit pixels as uint8 (integers must lie in 0..255) and floats as float32, which must already be
+    in [-1, 1].  A ``.npz`` must hold a single array or one under the key ``'x'`` or ``'data'``.
     """
-    if is_toy(spec):
-        generator = torch.Generator().manual_seed(int(seed))
-        return sample_toy(spec, n_samples, generator)
-    path = Path(spec)
-    if not path.exists():
-        if path.suffix or os.sep in str(spec) or "/" in str(spec):
-            raise FileNotFoundError(
-                f"data file {str(path)!r} does not exist; pass an existing .npy/.npz path "
-                f"or one of the toy names: {', '.join(TOY_DENSITIES)}"
-            )
-        raise ValueError(
-            f"unknown data set {str(spec)!r}: not a toy density and no such file; "
-            f"valid toy names: {', '.join(TOY_DENSITIES)}, or give a path to a .npy/.npz file"
-        )
-    if path.is_dir():
-        raise ValueError(f"data path {str(path)!r} is a directory; give a .npy or .npz file (N x D array)")
-    if path.suffix.lower() not in ARRAY_SUFFIXES:
-        raise ValueError(
-            f"unsupported data file {str(path)!r}: expected a {' or '.join(ARRAY_SUFFIXES)} file "
-            f"holding an N x D array (save one with numpy.save / numpy.savez)"
-        )
     array = _read_array(path)
+    if array.ndim in (3, 4):
+        return images_to_storage(images_to_nchw(array, repr(str(path))), repr(str(path)))
     return _validated_tensor(array, path)
 
 
@@ -75,11 +50,11 @@ def _read_array(path: Path) -> np.ndarray:
 
 
 def _validated_tensor(array: np.ndarray, path: Path) -> Tensor:
-    """Check shape, dtype, size and finiteness, then convert to float32."""
+    """Check an N x D array's shape, dtype, size and finiteness, then convert it to float32."""
     if array.ndim != 2:
         raise ValueError(
             f"data in {str(path)!r} has shape {tuple(array.shape)} ({array.ndim}-D); expected a 2-D N x D "
-            f"array (one row per point): reshape it, e.g. x.reshape(len(x), -1)"
+            f"array (one row per point) or images; accepted layouts: {ACCEPTED_LAYOUTS}"
         )
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise ValueError(
