@@ -234,8 +234,9 @@ def recover(run_dir: Path, cfg: TrainConfig, method: Method, batches: BatchSampl
             recoveries: int, logger: "MetricsLogger") -> tuple[int, dict]:
     """Roll back to the last good checkpoint, slow down (method.backoff), reseed, and log it; returns the iteration
     to continue from and its metrics window. The reference codes simply stop here."""
+    scale_before = method.backoff_scale  # the checkpoint may predate earlier recoveries: keep their slow-down
     back_to, window, _ = resume(run_dir / ckpt.CHECKPOINT_NAME, cfg, method, batches)
-    method.backoff(cfg.guard.backoff)
+    method.backoff(scale_before * cfg.guard.backoff / method.backoff_scale)
     # a new stream (the same noise could diverge again), and torchrun ranks still draw different chains
     torch.manual_seed(cfg.seed + 1_000_003 * recoveries + 7919 * distributed.rank())
     event = {"recovery": recoveries, "iteration": iteration, "rolled_back_to": back_to, "reason": problem,
