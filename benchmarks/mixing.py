@@ -10,8 +10,9 @@ The density is the NT-EBM's p(x) ∝ exp(-E(x)) q_flow(x). Two samplers target i
 Both start from the same points (g(z0), z0 ~ N(0, I)) and run for --steps steps at each step size of a small grid,
 Metropolis-adjusted, so both are exact and the acceptance rate says whether a step size is sensible. Reported per
 (space, step size): MH acceptance, mode switches per chain per 1000 steps (moves between the neighbourhoods of
-the mixture's components, dualmcmc.diagnostics.mode_switches), effective sample size of the two coordinates (min
-over them) per second, and split R-hat (max over them). A picture of chain trajectories goes to --picture.
+the mixture's components, dualmcmc.diagnostics.mode_switches, on the states recorded every --thin steps),
+effective sample size of the two coordinates (min over them; of the recorded states) per second, and split R-hat
+(max over them). A picture of chain trajectories goes to --picture.
 """
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ def trained_nt_ebm(args) -> "object":
     return method, Path(run)
 
 
-def long_run(method, space: str, start_z: torch.Tensor, steps: int, step_size: float, seed: int):
-    """(trajectory (C, steps, 2) in data space, acceptance (C,), seconds) of one MALA chain per start."""
+def long_run(method, space: str, start_z: torch.Tensor, steps: int, step_size: float, seed: int, thin: int):
+    """(trajectory (C, steps // thin, 2) in data space, acceptance (C,), seconds) of one MALA chain per start,
+    recorded every ``thin`` steps (each record costs one extra gradient evaluation, so thin > 1 saves time)."""
     from dualmcmc.samplers import run_langevin_chain
 
     generator = torch.Generator().manual_seed(seed)
@@ -60,9 +62,9 @@ def long_run(method, space: str, start_z: torch.Tensor, steps: int, step_size: f
         potential, prior, to_data = method.data_space_potential, 0.0, None
     trajectory, accepted = [], torch.zeros(len(state))
     start = time.perf_counter()
-    for _ in range(steps):
-        state, diag = run_langevin_chain(potential, state, 1, step_size, step_size, prior_precision=prior, mala=True,
-                                         generator=generator)
+    for _ in range(steps // thin):
+        state, diag = run_langevin_chain(potential, state, thin, step_size, step_size, prior_precision=prior,
+                                         mala=True, generator=generator)
         accepted += diag.acceptance
         trajectory.append(state)
     seconds = time.perf_counter() - start
@@ -70,17 +72,16 @@ def long_run(method, space: str, start_z: torch.Tensor, steps: int, step_size: f
     if to_data is not None:
         with torch.no_grad():
             trajectory = to_data(trajectory.reshape(-1, 2)).reshape(trajectory.shape)
-    return trajectory, accepted / steps, seconds
+    return trajectory, accepted / (steps // thin), seconds
 
 
-def score(trajectory, acceptance, seconds, centers, radius, burn_in: int) -> dict:
+def score(trajectory, acceptance, seconds, centers, radius, burn_in: int, steps: int) -> dict:
     from dualmcmc.diagnostics import effective_sample_size, mode_switches, split_rhat
 
     kept = trajectory[:, burn_in:]
     switches = mode_switches(trajectory, centers, radius).double()
     ess = effective_sample_size(kept)
     rhat = split_rhat(kept)
-    steps = trajectory.shape[1]
     return {
         "acceptance": float(acceptance.mean()),
         "mode_switches_per_1000": float(switches.mean()) * 1000.0 / steps,
@@ -132,7 +133,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None, help="training iterations (default: the config's)")
     parser.add_argument("--chains", type=int, default=16)
     parser.add_argument("--steps", type=int, default=4000)
-    parser.add_argument("--step-sizes", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4])
+    parser.add_argument("--step-sizes", type=float, nargs="+", default=[0.1, 0.3, 1.0])
+    parser.add_argument("--thin", type=int, default=5, help="record the chains every THIN steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/mixing")
     parser.add_argument("--json", default=None, help="default OUT/mixing.json")
@@ -148,9 +150,11 @@ def main() -> None:
     rows, pictures = [], {}
     for space in ("latent", "data"):
         for step_size in args.step_sizes:
-            trajectory, acceptance, seconds = long_run(method, space, start_z, args.steps, step_size, args.seed + 1)
+            trajectory, acceptance, seconds = long_run(method, space, start_z, args.steps, step_size, args.seed + 1,
+                                                       args.thin)
             row = {"space": space, "step_size": step_size, "chains": args.chains, "steps": args.steps,
-                   **score(trajectory, acceptance, seconds, centers, radius, burn_in=args.steps // 10)}
+                   "thin": args.thin, **score(trajectory, acceptance, seconds, centers, radius,
+                                              burn_in=trajectory.shape[1] // 10, steps=args.steps)}
             rows.append(row)
             print(json.dumps(row), flush=True)
             if step_size == args.step_sizes[len(args.step_sizes) // 2]:
@@ -163,7 +167,7 @@ def main() -> None:
     picture = draw(Path(args.picture or out / "mixing.png"), method, pictures)
 
     print(f"\n# mixing: {date.today()}, torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} cores, "
-          f"run {run}, {args.chains} chains x {args.steps} steps, MALA")
+          f"run {run}, {args.chains} chains x {args.steps} steps (recorded every {args.thin}), MALA")
     print("| space | step | acceptance | mode switches / 1000 steps | chains that switched | modes visited | "
           "ESS (min) | ESS / s | split R-hat (max) |")
     print("|---|---|---|---|---|---|---|---|---|")
