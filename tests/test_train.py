@@ -231,3 +231,34 @@ def test_a_bad_fresh_run_keeps_the_previous_one(tmp_path):
     with pytest.raises(ConfigError):
         train(small_config(tmp_path, data="9gaussians"), fresh=True)
     assert ckpt.load_checkpoint(run_dir / "checkpoint.pt")["iteration"] == 3
+
+
+def test_a_run_killed_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
+    """SIGKILL halfway through writing the checkpoint of iteration 6: the one of iteration 3 stays readable, and
+    training into the directory again resumes from it."""
+    import subprocess
+    import sys
+
+    config = small_config(tmp_path, iterations=9)
+    script = f"""
+import os, signal, torch
+import dualmcmc.checkpoint as ckpt
+real_save, calls = torch.save, []
+def dying_save(obj, handle, *a, **k):
+    calls.append(1)
+    if obj.get("iteration") == 6:  # write part of the file, then die as a killed process does
+        handle.write(b"PK" + b"x" * 1000)
+        handle.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_save(obj, handle, *a, **k)
+ckpt.torch.save = dying_save
+from dualmcmc.train import train
+train({config!r})
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == -9, result.stderr[-2000:]
+    run_dir = tmp_path / "run"
+    assert ckpt.load_checkpoint(run_dir / "checkpoint.pt")["iteration"] == 3
+    train(config)  # resumes from iteration 3 and finishes
+    assert ckpt.load_checkpoint(run_dir / "checkpoint.pt")["iteration"] == 9
