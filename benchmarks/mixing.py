@@ -158,8 +158,8 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
             if step_size == args.step_sizes[len(args.step_sizes) // 2]:
-                pictures[f"{space}-space MALA, step {step_size}: acceptance {row['acceptance']:.2f}, "
-                         f"{row['mode_switches_per_1000']:.1f} switches / 1000 steps"] = trajectory
+                pictures[f"{space}-space MALA, step {step_size}\nacceptance {row['acceptance']:.2f}, "
+                         f"{row['mode_switches_per_1000']:.1f} mode switches / 1000 steps"] = trajectory
     out = Path(args.out)
     json_path = Path(args.json or out / "mixing.json")
     json_path.parent.mkdir(parents=True, exist_ok=True)

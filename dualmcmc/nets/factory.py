@@ -1,24 +1,29 @@
 """Which nets a method gets: one switch, ``arch``, from the data shape to the energy, generator and encoder.
 
-    "mlp"       MLPs for vector data (D,)
-    "conv"      small conv nets for square images (C, S, S), S in 8, 16, 32, 64
+    "mlp"       MLPs for vector data (D,); images are NOT flattened into MLPs
+    "conv"      small conv nets for square images (C, S, S), S in 8, 16, 32, 64; width = base channels
     "cifar10"   the Dual-MCMC reference ResNets for 3 x 32 x 32 (width = ngf / ndf / nif, latent_dim = nz)
     "celeba64"  the Dual-MCMC reference ResNets for 3 x 64 x 64
     "auto"      "mlp" for vectors, "conv" for images
+
+``layers`` and ``activation`` shape the MLPs; the conv energy takes ``activation`` too; the reference nets ignore both.
 """
 from __future__ import annotations
 
 from torch import nn
 
-from . import conv, mlp
+from .conv import ConvEncoder, ConvEnergy, ConvGenerator
+from .mlp import GaussianMLPEncoder, MLPEnergy, MLPGenerator
+from .resnet import REFERENCE_SHAPES, ReferenceEncoder, ReferenceEnergy, ReferenceGenerator
 
 ARCHS = ("mlp", "conv", "cifar10", "celeba64")
-_REFERENCE_SHAPES = {"cifar10": (3, 32, 32), "celeba64": (3, 64, 64)}
 
 
 def resolve_arch(arch: str, data_shape) -> str:
-    """The concrete arch for ``data_shape``; a ValueError naming 'arch' when the two do not fit."""
+    """The concrete arch for ``data_shape``; a ValueError naming 'arch' (or 'data_shape') when the two do not fit."""
     shape = tuple(int(d) for d in data_shape)
+    if len(shape) not in (1, 3):
+        raise ValueError(f"data_shape must be (D,) for vectors or (C, H, W) for images, got data_shape {shape}")
     if arch == "auto":
         return "mlp" if len(shape) == 1 else "conv"
     if arch not in ARCHS:
@@ -26,61 +31,73 @@ def resolve_arch(arch: str, data_shape) -> str:
     if arch == "mlp" and len(shape) != 1:
         raise ValueError(f"arch 'mlp' takes vector data (D,), got data_shape {shape}; images need arch 'conv' "
                          f"(or 'cifar10' / 'celeba64'): they are not flattened into MLPs")
-    if arch in _REFERENCE_SHAPES and shape != _REFERENCE_SHAPES[arch]:
-        raise ValueError(f"arch {arch!r} is built for data_shape {_REFERENCE_SHAPES[arch]}, got {shape}; "
+    if arch != "mlp" and len(shape) != 3:
+        raise ValueError(f"arch {arch!r} takes images (C, H, W), got data_shape {shape}; use arch 'mlp' for vectors")
+    if arch in REFERENCE_SHAPES and shape != REFERENCE_SHAPES[arch]:
+        raise ValueError(f"arch {arch!r} is built for data_shape {REFERENCE_SHAPES[arch]}, got {shape}; "
                          f"use arch 'conv' for other image sizes")
     return arch
 
 
+def _image_size(data_shape) -> tuple[int, int]:
+    channels, height, width = (int(d) for d in data_shape)
+    if height != width:
+        raise ValueError(f"conv nets take square images, got data_shape {tuple(data_shape)}")
+    return channels, height
+
+
 def make_energy(arch: str, data_shape, width: int, layers: int = 3, activation: str = "silu") -> nn.Module:
-    """Energy net (N, *data_shape) -> (N,). ``layers`` / ``activation`` only shape the MLP."""
+    """Energy net (N, *data_shape) -> (N,), lower on data."""
     arch = resolve_arch(arch, data_shape)
     if arch == "mlp":
-        return mlp.MLPEnergy(int(data_shape[0]), width, layers, activation)
+        return MLPEnergy(int(data_shape[0]), width, layers, activation)
     if arch == "conv":
-        return conv.ConvEnergy(data_shape, width)
-    from . import resnet
-
-    return resnet.ReferenceEnergy(arch, ndf=width)
+        return ConvEnergy(*_image_size(data_shape), width, activation)
+    return ReferenceEnergy(arch, ndf=width)
 
 
 def make_generator(arch: str, data_shape, latent_dim: int, width: int, layers: int = 3) -> nn.Module:
     """Generator (N, latent_dim) -> (N, *data_shape)."""
     arch = resolve_arch(arch, data_shape)
     if arch == "mlp":
-        return mlp.MLPGenerator(latent_dim, int(data_shape[0]), width, layers)
+        return MLPGenerator(latent_dim, int(data_shape[0]), width, layers)
     if arch == "conv":
-        return conv.ConvGenerator(latent_dim, data_shape, width)
-    from . import resnet
-
-    return resnet.ReferenceGenerator(arch, nz=latent_dim, ngf=width)
+        return ConvGenerator(latent_dim, *_image_size(data_shape), width)
+    return ReferenceGenerator(arch, nz=latent_dim, ngf=width)
 
 
 def make_encoder(arch: str, data_shape, latent_dim: int, width: int, layers: int = 3) -> nn.Module:
-    """Gaussian encoder x -> (mu, logvar), each (N, latent_dim)."""
+    """Gaussian encoder x -> (mu, logvar), each (N, latent_dim); logvar is a log-variance."""
     arch = resolve_arch(arch, data_shape)
     if arch == "mlp":
-        return mlp.GaussianMLPEncoder(int(data_shape[0]), latent_dim, width, layers)
+        return GaussianMLPEncoder(int(data_shape[0]), latent_dim, width, layers)
     if arch == "conv":
-        return conv.ConvEncoder(data_shape, latent_dim, width)
-    from . import resnet
-
-    return resnet.ReferenceEncoder(arch, nz=latent_dim, nif=width)
+        channels, size = _image_size(data_shape)
+        return ConvEncoder(channels, size, latent_dim, width)
+    return ReferenceEncoder(arch, nz=latent_dim, nif=width)
 
 
 def build_nets(config) -> dict:
-    """{"generator", "ebm", "encoder"} of the method a config (YAML path, dict or TrainConfig) names, built for
-    its data; a net the method does not have is None. The data set is loaded to learn its shape, except for the
-    reference archs, whose shape is fixed."""
+    """{"generator", "ebm", "encoder"} for the method a config (YAML path, dict or TrainConfig) names, built from
+    its model keys for its data; a net whose keys the method's Config lacks is None (e.g. short_run: EBM only).
+    The data shape comes from ``dualmcmc.data.dataset_shape`` (no pass over named data sets); the reference archs
+    fix it instead."""
     from ..config import load_config
-    from ..data import load_dataset
-    from ..methods import build_method
+    from ..data import dataset_shape
+    from ..methods import METHODS  # late: the methods import these nets
 
     cfg = load_config(config)
-    arch = cfg.model.get("arch", "auto")
-    if arch in _REFERENCE_SHAPES:
-        shape = _REFERENCE_SHAPES[arch]
+    c = METHODS[cfg.method].config_from_params(cfg.model)  # the method's defaults for keys the config leaves out
+    arch = getattr(c, "arch", "auto")
+    if arch in REFERENCE_SHAPES:
+        shape = REFERENCE_SHAPES[arch]
     else:
-        shape = tuple(load_dataset(cfg.data, n_samples=min(cfg.n_data, 16), seed=cfg.seed).shape[1:])
-    method = build_method(cfg.method, cfg.model, shape)
-    return {"generator": method.generator, "ebm": method.ebm, "encoder": method.encoder}
+        shape = dataset_shape(cfg.data)
+    has = lambda key: hasattr(c, key)  # noqa: E731
+    return {
+        "ebm": make_energy(arch, shape, c.ebm_hidden, c.ebm_layers, getattr(c, "ebm_activation", "silu")),
+        "generator": make_generator(arch, shape, c.latent_dim, c.generator_hidden, c.generator_layers)
+        if has("generator_hidden") else None,
+        "encoder": make_encoder(arch, shape, c.latent_dim, c.encoder_hidden, c.encoder_layers)
+        if has("encoder_hidden") else None,
+    }

@@ -5,8 +5,10 @@
     encoder    DCGAN-style convs, LeakyReLU 0.2, Gaussian    15.21 M both (nif 128, nz 128)
 
 Initialisation as the reference's ``weights_init``: xavier-normal for every conv, BatchNorm weights ~ N(0, 1) and
-biases 0, Linear layers left at PyTorch's default. It is applied before spectral norm wraps the EBM's layers, so
-the normalised weight starts from the xavier draw.
+biases 0, Linear layers left at PyTorch's default. It is applied before spectral norm wraps the EBM's layers (the
+reference's build_netE: ``netE.apply(weights_init)`` then ``add_sn``), so ``weight_orig`` holds the xavier draw.
+Spectral norm is ``torch.nn.utils.spectral_norm`` (one power iteration per forward in train mode), as the reference.
+Widths are arguments (ngf / ndf / nif, nz); the defaults are the CIFAR-10 reference's.
 """
 from __future__ import annotations
 
@@ -14,8 +16,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import spectral_norm
 
-# (nz, widths of the generator blocks as multiples of ngf) and the EBM block channel plans, per data set
-_GENERATOR_PLANS = {"cifar10": (1, 1, 1, 1), "celeba64": (1, 1 / 2, 1 / 4, 1 / 8, 1 / 16)}
+REFERENCE_SHAPES = {"cifar10": (3, 32, 32), "celeba64": (3, 64, 64)}  # the image shape each reference net takes
+# channels of the 4 x 4 map and after each generator block, as divisors of ngf: one block per doubling of the side
+_GENERATOR_DIVISORS = {"cifar10": (1, 1, 1, 1), "celeba64": (1, 2, 4, 8, 16)}
+
+
+def _check_arguments(dataset: str, divisor: int, nz: int = 1, **widths: int) -> None:
+    """ValueErrors naming 'dataset', 'nz' or the width argument, which must be a positive multiple of ``divisor``
+    (16 where a CelebA-64 net divides its width by up to 16)."""
+    if dataset not in REFERENCE_SHAPES:
+        raise ValueError(f"unknown dataset {dataset!r} for the reference nets; choose one of {tuple(REFERENCE_SHAPES)}")
+    if int(nz) < 1:
+        raise ValueError(f"'nz' (the latent dimension) must be a positive integer, got {nz}")
+    for name, value in widths.items():
+        if int(value) < divisor or int(value) % divisor:
+            raise ValueError(f"'{name}' must be a positive multiple of {divisor} for dataset {dataset!r}, got {value}")
+
+
+def _width_divisor(dataset: str) -> int:
+    return 16 if dataset == "celeba64" else 1  # CelebA-64 G / E run from width / 16 to width
 
 
 def weights_init(module: nn.Module) -> None:
@@ -23,7 +42,7 @@ def weights_init(module: nn.Module) -> None:
     name = type(module).__name__
     if "Conv" in name:
         nn.init.xavier_normal_(module.weight)
-    elif "BatchNorm" in name:
+    elif "BatchNorm" in name and module.weight is not None:  # affine BN only
         nn.init.normal_(module.weight)
         nn.init.zeros_(module.bias)
 
@@ -54,8 +73,9 @@ class ReferenceGenerator(nn.Module):
 
     def __init__(self, dataset: str = "cifar10", nz: int = 128, ngf: int = 512):
         super().__init__()
-        plan = [int(ngf * m) for m in _GENERATOR_PLANS[dataset]]
-        self.ngf = ngf
+        _check_arguments(dataset, _width_divisor(dataset), nz=nz, ngf=ngf)
+        plan = [ngf // d for d in _GENERATOR_DIVISORS[dataset]]
+        self.nz, self.ngf = nz, ngf
         self.linear = nn.Linear(nz, 4 * 4 * plan[0])
         self.blocks = nn.Sequential(*(GeneratorBlock(a, b) for a, b in zip(plan[:-1], plan[1:])))
         self.out = nn.Sequential(nn.BatchNorm2d(plan[-1]), nn.ReLU(), nn.Conv2d(plan[-1], 3, 3, 1, 1), nn.Tanh())
@@ -104,6 +124,7 @@ class ReferenceEnergy(nn.Module):
 
     def __init__(self, dataset: str = "cifar10", ndf: int = 512):
         super().__init__()
+        _check_arguments(dataset, _width_divisor(dataset), ndf=ndf)
         if dataset == "cifar10":  # Start(3 -> ndf, down) -> Block(down) -> Block -> Block: 32 -> 16 -> 8
             blocks = [EnergyStartBlock(3, ndf), EnergyBlock(ndf, ndf, True), EnergyBlock(ndf, ndf, False),
                       EnergyBlock(ndf, ndf, False)]
@@ -131,6 +152,7 @@ class ReferenceEncoder(nn.Module):
 
     def __init__(self, dataset: str = "cifar10", nz: int = 128, nif: int = 128):
         super().__init__()
+        _check_arguments(dataset, 1, nz=nz, nif=nif)
         first = nn.Conv2d(3, nif, 3, 1, 1, bias=False) if dataset == "cifar10" else nn.Conv2d(3, nif, 4, 2, 1, bias=False)
         self.features = nn.Sequential(
             first, nn.LeakyReLU(0.2),
