@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each gets cores / jobs threads)")
     parser.add_argument("--out", default="runs/digits_quality")
     parser.add_argument("--json", default=None, help="default OUT/results.json")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every run (e.g. model.x_steps=30)")
     args = parser.parse_args()
     repo = Path(__file__).resolve().parents[1]
     if args.iterations is None:
@@ -56,13 +58,15 @@ def main() -> None:
         args.iterations = load_config(repo / "configs" / CONFIGS["dual_mcmc"]).iterations
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     jobs = [{"density": "digits", "method": m, "config": CONFIGS[m], "iterations": args.iterations,
-             "seed": args.seed, "threads": threads, "out": str(Path(args.out) / m)} for m in args.methods]
+             "seed": args.seed, "threads": threads, "out": str(Path(args.out) / m), "overrides": args.overrides}
+            for m in args.methods]
     rows = run_all(jobs, args.jobs, Path(args.json or Path(args.out) / "results.json"))
 
     import torch
 
     print(f"# digits_quality: {date.today()}, torch {torch.__version__}, {platform.machine()}, "
-          f"{os.cpu_count()} cores, {args.iterations} iterations, seed {args.seed}, jobs {args.jobs}")
+          f"{os.cpu_count()} cores, {args.iterations} iterations, seed {args.seed}, jobs {args.jobs}, "
+          f"overrides {args.overrides}")
     print(table(rows))
 
 

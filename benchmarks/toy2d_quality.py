@@ -37,7 +37,7 @@ def one_run(job: dict) -> dict:
     from dualmcmc.train import TrainingDiverged, train
 
     overrides = [f"data={job['density']}", f"iterations={job['iterations']}", f"seed={job['seed']}",
-                 f"out={job['out']}", "log.progress=false", "log.image_every=0", "device=cpu"]
+                 f"out={job['out']}", "log.progress=false", "log.image_every=0", "device=cpu", *job.get("overrides", [])]
     start = time.perf_counter()
     try:
         run_dir = train(REPO / "configs" / job["config"], overrides, fresh=True)
