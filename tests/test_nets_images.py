@@ -124,7 +124,8 @@ def test_reference_init(reference_nets):
 @pytest.mark.parametrize("arch", list(SHAPES))
 def test_reference_ebm_spectral_norm_everywhere_and_no_bias(reference_nets, arch):
     layers = [m for m in reference_nets[arch]["ebm"].modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    assert len(layers) == (13 if arch == "cifar10" else 17)  # 3 + 3 + 2 + 2 convs (+4 for CelebA) + 1 linear
+    # CIFAR: start 3 convs, down block 3, two plain blocks 2 each, linear; CelebA: start 3, four down blocks 3 each
+    assert len(layers) == (3 + 3 + 2 + 2 + 1 if arch == "cifar10" else 3 + 4 * 3 + 1)
     for m in layers:
         assert hasattr(m, "weight_orig") and hasattr(m, "weight_u") and hasattr(m, "weight_v")
         assert m.bias is None

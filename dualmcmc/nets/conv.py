@@ -53,8 +53,9 @@ class ConvEnergy(nn.Module):
 
 
 class ConvGenerator(nn.Module):
-    """G(z): (N, latent_dim) -> (N, C, S, S) in [-1, 1]. Linear to a 4 x 4 map, then (nearest x2 upsample ->
-    conv3x3 -> BN -> ReLU) per doubling with the channels halving, then conv3x3 -> tanh."""
+    """G(z): (N, latent_dim) -> (N, C, S, S) in [-1, 1]. Linear to a 4 x 4 map, then (transposed conv4x4 stride 2
+    -> BN -> ReLU) per doubling with the channels halving, then conv3x3 -> tanh. Transposed convs rather than
+    upsample + conv3x3: under half the cost on CPU (the conv runs at the low resolution)."""
 
     def __init__(self, latent_dim: int, channels: int, size: int, width: int = 32):
         super().__init__()
@@ -67,8 +68,8 @@ class ConvGenerator(nn.Module):
         # BN on the 4 x 4 map rather than BatchNorm1d on the vector: it also works for a batch of one
         layers: list[nn.Module] = [nn.BatchNorm2d(width_now), nn.ReLU()]
         for _ in range(n_up):
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width_now, width_now // 2, 3, 1, 1),
-                       nn.BatchNorm2d(width_now // 2), nn.ReLU()]
+            layers += [nn.ConvTranspose2d(width_now, width_now // 2, 4, 2, 1), nn.BatchNorm2d(width_now // 2),
+                       nn.ReLU()]
             width_now //= 2
         layers += [nn.Conv2d(width_now, channels, 3, 1, 1), nn.Tanh()]
         self.body = nn.Sequential(*layers)

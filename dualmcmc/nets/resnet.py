@@ -1,8 +1,8 @@
 """The Dual-MCMC reference networks (jcui1224/dual-MCMC nets.py; methods.md §2.5) for CIFAR-10 and CelebA-64.
 
-    generator  ResNet, BatchNorm, bilinear upsampling       CIFAR-10 16.02 M params (ngf 512), CelebA-64 12.22 M (ngf 1024)
-    EBM        spectral-norm ResNet, no BN, no biases        CIFAR-10 16.79 M (ndf 512), CelebA-64 19.54 M (ndf 1024)
-    encoder    DCGAN-style convs, LeakyReLU 0.2, Gaussian    15.21 M both (nif 128, nz 128)
+    generator  ResNet, BatchNorm, bilinear upsampling    CIFAR-10 16,024,579 params (ngf 512), CelebA-64 12,220,675
+    EBM        spectral-norm ResNet, no BN, no biases     CIFAR-10 16,793,088 (ndf 512), CelebA-64 19,536,768 (ndf 1024)
+    encoder    DCGAN-style convs, LeakyReLU 0.2, Gaussian CIFAR-10 15,208,064, CelebA-64 15,210,752 (nif 128, nz 128)
 
 Initialisation as the reference's ``weights_init``: xavier-normal for every conv, BatchNorm weights ~ N(0, 1) and
 biases 0, Linear layers left at PyTorch's default. It is applied before spectral norm wraps the EBM's layers (the
@@ -153,7 +153,9 @@ class ReferenceEncoder(nn.Module):
     def __init__(self, dataset: str = "cifar10", nz: int = 128, nif: int = 128):
         super().__init__()
         _check_arguments(dataset, 1, nz=nz, nif=nif)
-        first = nn.Conv2d(3, nif, 3, 1, 1, bias=False) if dataset == "cifar10" else nn.Conv2d(3, nif, 4, 2, 1, bias=False)
+        # CIFAR-10 keeps 32 x 32 in the first conv, CelebA-64 halves 64 -> 32; then both halve three times to 4 x 4
+        first = (nn.Conv2d(3, nif, 3, 1, 1, bias=False) if dataset == "cifar10"
+                 else nn.Conv2d(3, nif, 4, 2, 1, bias=False))
         self.features = nn.Sequential(
             first, nn.LeakyReLU(0.2),
             nn.Conv2d(nif, 2 * nif, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
