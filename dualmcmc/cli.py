@@ -3,6 +3,7 @@
     dualmcmc train configs/toy2d.yaml --set iterations=500 --set model.x_steps=20
     dualmcmc sample runs/toy2d -n 5000 --out samples.npy
     dualmcmc evaluate runs/toy2d
+    torchrun --nproc_per_node=2 -m dualmcmc train configs/digits_dual_mcmc.yaml   # data-parallel (batch_size global)
 
 Each command is a thin layer over the Python API (dualmcmc.train, dualmcmc.load_run, dualmcmc.run.evaluate_run),
 so the two agree. Errors the user has to fix (config keys, data files, run directories) print one line and exit 2;
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -31,15 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample", help="draw samples from a trained run")
     sample.add_argument("run", help="run directory (holds checkpoint.pt)")
     sample.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
-    sample.add_argument("--out", help="where to write the samples (.npy; default RUN/samples.npy; 2-D data also get a .png)")
+    sample.add_argument("--out", help="where to write the samples (.npy; default RUN/samples.npy; 2-D data and images "
+                                      "also get a .png)")
     sample.add_argument("--seed", type=int, default=0, help="seed of the sampler's random numbers (default 0)")
     sample.add_argument("--generator-only", action="store_true", help="generator samples without the EBM's Langevin")
     sample.add_argument("--device", help="device to sample on (default: the run's, when available)")
 
-    evaluate = commands.add_parser("evaluate", help="score a trained run (2-D: grid KL/TV, MMD, modes) into RUN/eval.json")
+    evaluate = commands.add_parser("evaluate", help="score a trained run into RUN/eval.json (2-D: grid KL/TV, MMD, "
+                                   "modes; images: Frechet distance / MMD in classifier features, recon MSE)")
     evaluate.add_argument("run", help="run directory (holds checkpoint.pt)")
-    evaluate.add_argument("--n-samples", type=int, help="samples for MMD and mode coverage (default: the run's eval.n_samples)")
-    evaluate.add_argument("--resolution", type=int, help="grid cells per axis for KL/TV (default: the run's eval.resolution)")
+    evaluate.add_argument("--n-samples", type=int, help="samples to score (default: the run's eval.n_samples)")
+    evaluate.add_argument("--resolution", type=int, help="2-D: grid cells per axis for KL/TV (default: the run's "
+                                                         "eval.resolution)")
     evaluate.add_argument("--device", help="device to evaluate on (default: the run's, when available)")
     return parser
 
@@ -67,7 +72,8 @@ def _train(args) -> int:
     from .train import train
 
     run_dir = train(args.config, args.overrides, fresh=args.fresh)
-    print(run_dir)
+    if os.environ.get("RANK", "0") == "0":  # torchrun: one line, from rank 0
+        print(run_dir)
     return 0
 
 
@@ -96,13 +102,16 @@ def _sample(args) -> int:
 
     atomic_write_bytes(out, lambda handle: np.save(handle, array))
     print(f"{out} {array.shape}")
-    if array.ndim == 2 and array.shape[1] == 2:  # 2-D samples: a scatter plot beside the array
-        try:
-            from .plotting import plot_samples_2d
+    try:  # a picture beside the array: a scatter plot for 2-D points, a grid for images
+        from . import plotting
 
-            print(plot_samples_2d(out.with_suffix(".png"), array, title=f"{method.name} samples (n = {args.n})"))
-        except ImportError:  # matplotlib is optional
-            pass
+        title = f"{method.name} {'generator ' if args.generator_only else ''}samples (n = {args.n})"
+        if array.ndim == 2 and array.shape[1] == 2:
+            print(plotting.plot_samples_2d(out.with_suffix(".png"), array, title=title))
+        elif array.ndim == 4 and array.shape[1] in (1, 3):
+            print(plotting.plot_image_grid(out.with_suffix(".png"), array, title=title))
+    except ImportError:  # matplotlib is optional
+        pass
     return 0
 
 

@@ -37,19 +37,22 @@ class GuardConfig:
 
 @dataclass
 class EvalConfig:
-    n_samples: int = 5000  # model and true samples for MMD / mode coverage
-    resolution: int = 500  # grid cells per axis for the KL / TV of the normalised density
+    n_samples: int = 5000  # model and true samples for MMD / mode coverage (images: for FD / MMD / FID)
+    resolution: int = 500  # grid cells per axis for the KL / TV of the normalised density (2-D data only)
 
 
 @dataclass
 class TrainConfig:
     method: str  # a key of dualmcmc.methods.METHODS
-    data: str  # a toy name (dualmcmc.data.TOY_DENSITIES) or a path to a .npy / .npz N x D array
+    # a toy name (dualmcmc.data.TOY_DENSITIES); "digits" (sklearn's 8x8 digits, train split, 1 x 8 x 8);
+    # a .npy / .npz path (N x D vectors, or images N x C x H x W / N x H x W x C / N x H x W); a folder of image
+    # files; "cifar10:ROOT" / "celeba:ROOT" (torchvision, local files only). Images are fed in [-1, 1].
+    data: str
     iterations: int = 1000
     out: Optional[str] = None  # run directory (None: runs/<method>_<data name>)
     seed: int = 0
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
-    batch_size: int = 256
+    batch_size: int = 256  # the global batch: under torchrun each of N processes trains on batch_size / N rows
     n_data: int = 50_000  # size of the data set drawn from a toy density (ignored for files)
     model: dict = field(default_factory=dict)  # the method's hyper-parameters (its Config fields)
     log: LogConfig = field(default_factory=LogConfig)
@@ -178,7 +181,8 @@ def identity(cfg: TrainConfig) -> dict:
 
 
 def default_out(cfg: TrainConfig) -> str:
-    return str(Path("runs") / f"{cfg.method}_{Path(cfg.data).stem}")
+    name = cfg.data.split(":", 1)[0] if ":" in cfg.data else Path(cfg.data).stem  # "cifar10:ROOT" -> cifar10
+    return str(Path("runs") / f"{cfg.method}_{name}")
 
 
 # -- helpers -------------------------------------------------------------------------------------------------

@@ -45,12 +45,11 @@ def autocorrelation(x, max_lag: Optional[int] = None):
     """Normalised autocorrelation at lags 0..max_lag (default n_draws - 1), averaged over chains:
     (max_lag + 1,) or (max_lag + 1, d)."""
     t, scalar = _chains(x)
-    acov = _autocovariance(t)
-    acf = (acov / acov[:, :1].clamp_min(1e-300)).mean(dim=0)
     lag = t.shape[1] - 1 if max_lag is None else int(max_lag)
     if not 0 <= lag < t.shape[1]:
-        raise ValueError(f"max_lag must be in [0, {t.shape[1] - 1}], got {max_lag}")
-    acf = acf[: lag + 1]
+        raise ValueError(f"max_lag must be in [0, n_draws - 1 = {t.shape[1] - 1}], got max_lag={max_lag}")
+    acov = _autocovariance(t)
+    acf = (acov / acov[:, :1].clamp_min(1e-300)).mean(dim=0)[: lag + 1]
     return acf[:, 0] if scalar else acf
 
 
@@ -91,7 +90,9 @@ def split_rhat(x):
     half = t.shape[1] // 2
     halves = torch.cat([t[:, :half], t[:, t.shape[1] - half:]], dim=0)
     within, var_plus = _pooled_variance(halves)
-    rhat = torch.sqrt(var_plus / within.clamp_min(1e-300))
+    # constant half chains: equal constants are mixed (1), different constants never mix (inf)
+    degenerate = torch.where(var_plus > 0, torch.full_like(var_plus, float("inf")), torch.ones_like(var_plus))
+    rhat = torch.where(within > 0, torch.sqrt(var_plus / within.clamp_min(1e-300)), degenerate)
     return _out(rhat, scalar)
 
 
@@ -114,6 +115,8 @@ def mode_switches(trajectory, centers, radius: float) -> Tensor:
     if t.dim() != 3 or c.dim() != 2 or t.shape[-1] != c.shape[-1]:
         raise ValueError(f"trajectory must be (n_chains, n_steps, D) and centers (M, D) with the same D; got "
                          f"{tuple(t.shape)} and {tuple(c.shape)}")
+    if not (torch.isfinite(t).all() and torch.isfinite(c).all()):
+        raise ValueError("trajectory and centers must be finite; drop the diverged chains from trajectory first")
     if not radius > 0:
         raise ValueError(f"radius must be > 0, got {radius!r}")
     dist = torch.cdist(t.reshape(-1, t.shape[-1]), c).reshape(t.shape[0], t.shape[1], -1)

@@ -5,12 +5,22 @@ in DistributedDataParallel (which would rename state_dict keys and need one wrap
 step pre-hook that averages its parameters' gradients across ranks in one coalesced all-reduce: the same update
 DDP makes. Parameters start equal (broadcast from rank 0) and get equal updates, so they stay equal; buffers
 (BatchNorm statistics, spectral-norm vectors) are broadcast from rank 0 before every checkpoint. Rank 0 alone writes
-metrics, pictures, evaluations and checkpoints. NCCL on GPUs, gloo on CPUs.
+metrics, pictures, evaluations and checkpoints; the losses it logs are its own (its shard of the batch). NCCL on GPUs,
+gloo on CPUs.
+
+    torchrun --nproc_per_node=4 -m dualmcmc train configs/digits_dual_mcmc.yaml
+
+``batch_size`` is the global batch: every rank draws the same permutation and trains on its own contiguous
+``batch_size / N`` rows (an error when N does not divide it), so N processes make the same number of updates on
+the same data as one. Each rank's chains draw their own noise (torch seeded with seed + 7919 * rank). Resuming
+under torchrun works (every rank loads rank 0's checkpoint, then reseeds by rank), but unlike a single-process
+resume it does not continue bit for bit: the checkpoint holds rank 0's random streams and persistent chains only.
 
 Outside torchrun (WORLD_SIZE unset or 1) every function here is a no-op and the loop runs exactly as before.
 """
 from __future__ import annotations
 
+import datetime
 import os
 from pathlib import Path
 from typing import Iterable
@@ -44,12 +54,26 @@ def setup(device: torch.device) -> torch.device:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    global _FINISH_GROUP  # a CPU group that may wait long: rank 0's final evaluation can outlast NCCL's timeout
+    _FINISH_GROUP = dist.new_group(backend="gloo", timeout=datetime.timedelta(hours=24))
     return device
 
 
+_FINISH_GROUP = None
+
+
+def finish() -> None:
+    """Every rank waits until rank 0 has drawn its pictures and written its scores, so all ranks leave together
+    (a rank tearing down its process group while a peer still holds it can abort)."""
+    if active() and _FINISH_GROUP is not None:
+        dist.barrier(group=_FINISH_GROUP)
+
+
 def cleanup() -> None:
+    global _FINISH_GROUP
     if active():
         dist.destroy_process_group()
+    _FINISH_GROUP = None
 
 
 def barrier() -> None:

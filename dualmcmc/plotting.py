@@ -109,9 +109,21 @@ def image_side(dim: int) -> Optional[int]:
     return side if side * side == dim and side > 1 else None
 
 
-def plot_image_grid(path: "str | Path", samples, side: int, title: str = "samples", columns: int = 10) -> Path:
-    """The first rows of ``samples`` (N, side*side) as grey images in a grid, each scaled to its own range."""
-    images = _array(samples)[: columns * columns].reshape(-1, side, side)
+def plot_image_grid(path: "str | Path", samples, side: Optional[int] = None, title: str = "samples",
+                    columns: int = 10) -> Path:
+    """The first ``columns**2`` images of ``samples`` in a grid.
+
+    (N, C, H, W) with C = 1 or 3: images in the model's range [-1, 1], shown as [0, 1] with clipping (one scale for
+    all, so a faint sample looks faint). (N, side*side) flat vectors (user arrays of unknown range): grey, each
+    scaled to its own range.
+    """
+    images = _array(samples)
+    if images.ndim == 4:
+        return plot_image_panels(path, {title: images}, columns=columns)
+    if images.ndim != 2 or side is None or images.shape[1] != side * side:
+        raise ValueError(f"plot_image_grid: 'samples' must be (N, C, H, W) images, or (N, side*side) vectors with "
+                         f"'side' given; got shape {images.shape} and side {side!r}")
+    images = images[: columns * columns].reshape(-1, side, side)
     rows = math.ceil(len(images) / columns)
     canvas = np.full((rows * (side + 1), columns * (side + 1)), np.nan)
     for k, image in enumerate(images):
@@ -127,6 +139,8 @@ def plot_image_grid(path: "str | Path", samples, side: int, title: str = "sample
 
 def _image_canvas(images: np.ndarray, columns: int) -> np.ndarray:
     """(N, C, H, W) images in [-1, 1] tiled into one (rows*(H+1), columns*(W+1), C) canvas in [0, 1]."""
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be (N, C, H, W) with C = 1 or 3 channels, got shape {images.shape}")
     n, c, h, w = images.shape
     rows = math.ceil(n / columns)
     canvas = np.ones((rows * (h + 1), columns * (w + 1), c))

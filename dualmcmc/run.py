@@ -22,6 +22,7 @@ EVAL_NAME = "eval.json"
 PLOT_BOUNDS = (-4.0, 4.0)  # every toy density lives well inside this box (and the grid metrics use it)
 PICTURE_SAMPLES = 2000
 PICTURE_RESOLUTION = 200
+PICTURE_IMAGES = 100  # images per grid (10 x 10)
 
 
 def save_config(run_dir: Path, cfg: TrainConfig) -> None:
@@ -93,7 +94,9 @@ def render_pictures(method: Method, data: torch.Tensor, cfg: TrainConfig, run_di
     path = images / f"iter_{iteration:06d}.png"
     dim = int(torch.Size(method.data_shape).numel())
     generator = torch.Generator(device=method.device).manual_seed(cfg.seed)
-    samples = method.sample(PICTURE_SAMPLES, generator=generator).detach().cpu()
+    image_data = len(method.data_shape) == 3 and method.data_shape[0] in (1, 3)
+    n_pictured = PICTURE_IMAGES if image_data else PICTURE_SAMPLES  # a grid shows 100; big nets need no more
+    samples = method.sample(n_pictured, generator=generator).detach().cpu()
     if method.data_shape == (2,):
         from .metrics import grid_density, true_grid_log_mass
 
@@ -107,17 +110,18 @@ def render_pictures(method: Method, data: torch.Tensor, cfg: TrainConfig, run_di
             path, bounds=bounds, data=picked, ebm_samples=samples, true_density=true_density,
             model_density=model_density, generator_samples=generator_samples, reconstructions=reconstructions,
             title=f"{cfg.method} on {Path(cfg.data).name}, iteration {iteration}")
-    elif len(method.data_shape) == 3 and method.data_shape[0] in (1, 3):  # images: sample and reconstruction grids
-        panels = {"EBM samples": samples[:100]}
-        generated = method.generator_sample(100, generator=generator)
+    elif image_data:  # images: sample and reconstruction grids
+        panels = {"EBM samples": samples}
+        generated = method.generator_sample(PICTURE_IMAGES, generator=generator)
         if generated is not None:
             panels["generator samples"] = generated.detach().cpu()
-        shown = to_model_range(data[:50])
-        reconstructions = method.reconstruct(shown.to(method.device))
-        if reconstructions is not None:  # rows of 10 data images, each row followed by its reconstructions
-            pairs = torch.stack([shown.reshape(5, 10, *shown.shape[1:]),
-                                 reconstructions.detach().cpu().reshape(5, 10, *shown.shape[1:])], dim=1)
-            panels["data (odd rows) / reconstructions"] = pairs.reshape(100, *shown.shape[1:])
+        rows = min(PICTURE_IMAGES // 2, len(data)) // 10  # rows of 10 data images, each over its reconstructions
+        shown = to_model_range(data[:10 * rows])
+        reconstructions = method.reconstruct(shown.to(method.device)) if rows else None
+        if reconstructions is not None:
+            pairs = torch.stack([shown.reshape(rows, 10, *shown.shape[1:]),
+                                 reconstructions.detach().cpu().reshape(rows, 10, *shown.shape[1:])], dim=1)
+            panels["data (odd rows) / reconstructions"] = pairs.reshape(20 * rows, *shown.shape[1:])
         plotting.plot_image_panels(path, panels, title=f"{cfg.method} on {Path(cfg.data).name}, iteration {iteration}")
     elif plotting.image_side(dim):
         plotting.plot_image_grid(path, samples.reshape(len(samples), -1), plotting.image_side(dim),

@@ -37,7 +37,9 @@ def train(config: "str | Path | dict | TrainConfig", overrides: Iterable[str] = 
     """Train the method the config names; returns the run directory. See the module docstring."""
     cfg = load_config(config, overrides)
     try:
-        return _train(cfg, fresh)
+        run_dir = _train(cfg, fresh)
+        distributed.finish()  # torchrun: the ranks leave together, once rank 0 has written its scores
+        return run_dir
     finally:
         distributed.cleanup()  # torchrun: leave the process group whatever happened
 
@@ -69,7 +71,9 @@ def _train(cfg: TrainConfig, fresh: bool) -> Path:
         if fresh:
             clear_run(run_dir)
     distributed.barrier()
-    if checkpoint_path.exists():
+    resuming = checkpoint_path.exists()
+    distributed.barrier()  # every rank has looked before rank 0 writes the first checkpoint below
+    if resuming:
         start, window, recoveries = resume(checkpoint_path, cfg, method, batches)
     distributed.broadcast_state(method)  # torchrun: every rank starts from rank 0's model
     distributed.average_gradients_before_steps(method.optimizers.values())
@@ -82,7 +86,7 @@ def _train(cfg: TrainConfig, fresh: bool) -> Path:
               f"({'resuming at iteration ' + str(start) if start else 'new run'}, device {device}, "
               f"ops backend {_backend()}{f', {distributed.world_size()} processes' if distributed.active() else ''})",
               file=sys.stderr)
-    if not checkpoint_path.exists():  # the state a recovery rolls back to when it diverges before the first save
+    if not resuming:  # the state a recovery rolls back to when it diverges before the first save
         save(checkpoint_path, method, 0, cfg, data_shape, batches, window, recoveries)
 
     # ---- the loop ----
@@ -241,7 +245,8 @@ def recover(run_dir: Path, cfg: TrainConfig, method: Method, batches: BatchSampl
     torch.manual_seed(cfg.seed + 1_000_003 * recoveries + 7919 * distributed.rank())
     event = {"recovery": recoveries, "iteration": iteration, "rolled_back_to": back_to, "reason": problem,
              "backoff_scale": method.backoff_scale}
-    logger.log(iteration, {"recovery": recoveries, "rolled_back_to": back_to, "backoff_scale": method.backoff_scale})
+    logger.log(iteration, {"recovery": recoveries, "rolled_back_to": back_to, "backoff_scale": method.backoff_scale,
+                           "reason": problem})
     if not distributed.is_main():
         return back_to, window
     log_path = run_dir / "recoveries.json"
@@ -309,7 +314,8 @@ class MetricsLogger:
         self.file.write(json.dumps({"iteration": iteration, **values}) + "\n")
         if self.writer is not None:
             for key, value in values.items():
-                self.writer.add_scalar(key, value, iteration)
+                if isinstance(value, (int, float)):  # text (a recovery's reason) goes to metrics.jsonl only
+                    self.writer.add_scalar(key, value, iteration)
 
     def close(self) -> None:
         if not self.file.closed:
@@ -366,5 +372,5 @@ def _backend() -> str:
 
 
 def _format_scores(scores: dict) -> str:
-    keys = [k for k in ("grid_kl", "grid_tv", "mmd", "modes_hit") if k in scores]
+    keys = [k for k in ("grid_kl", "grid_tv", "fd", "mmd", "modes_hit", "generator_fd", "recon_mse") if k in scores]
     return ", ".join(f"{k} {scores[k]:.4g}" for k in keys) or "no scores"

@@ -42,6 +42,16 @@ def test_split_rhat_is_one_for_mixed_chains_and_large_for_stuck_ones():
     assert split_rhat(drifting) > 1.1
 
 
+def test_split_rhat_of_constant_chains():
+    assert split_rhat(torch.ones(2, 10)) == 1.0
+    assert split_rhat(torch.tensor([[1.0] * 10, [2.0] * 10])) == float("inf")
+
+
+def test_autocorrelation_names_a_bad_max_lag():
+    with pytest.raises(ValueError, match="max_lag"):
+        autocorrelation(torch.zeros(2, 10), max_lag=10)
+
+
 def test_mode_switches_count_moves_between_neighbourhoods_with_hysteresis():
     centers = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
     path = [[0, 0], [5, 0], [0, 0.5], [9.8, 0], [5, 0], [10, 0], [0, 0], [5, 5]]  # A, between, A, B, between, B, A
@@ -67,3 +77,5 @@ def test_bad_chains_are_named(bad, message):
             fn(bad)
     with pytest.raises(ValueError, match="radius"):
         mode_switches(torch.zeros(1, 4, 2), torch.zeros(1, 2), radius=0.0)
+    with pytest.raises(ValueError, match="trajectory"):
+        mode_switches(torch.full((1, 4, 2), float("nan")), torch.zeros(1, 2), radius=1.0)

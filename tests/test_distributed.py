@@ -28,7 +28,8 @@ def free_port() -> int:
 
 
 def torchrun(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DUALMCMC_CHECKSUM_DIR": str(tmp_path)}
+    # PYTHONFAULTHANDLER: a rank that aborts shows its Python stack in the failure message
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DUALMCMC_CHECKSUM_DIR": str(tmp_path), "PYTHONFAULTHANDLER": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={free_port()}", "-m", "dualmcmc", "train", "configs/toy2d.yaml",
            *[arg for item in (*TINY, f"out={tmp_path / 'run'}", *extra) for arg in ("--set", item)]]
@@ -36,14 +37,22 @@ def torchrun(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def test_two_processes_end_with_identical_parameters_and_rank_0_writes(tmp_path):
+    # 3 iterations, then a second torchrun resumes the run to 6: every rank loads the checkpoint
+    first = torchrun(tmp_path, "iterations=3")
+    assert first.returncode == 0, first.stderr[-3000:]
     result = torchrun(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming at iteration 3" in result.stderr and "2 processes" in result.stderr
+    # the shards and chains differ between ranks, so equal models mean the gradients were averaged
     assert (tmp_path / "rank0.txt").read_text() == (tmp_path / "rank1.txt").read_text()
     run_dir = tmp_path / "run"
-    assert ckpt.load_checkpoint(run_dir / "checkpoint.pt")["iteration"] == 6
+    state = ckpt.load_checkpoint(run_dir / "checkpoint.pt")
+    assert state["iteration"] == 6
+    assert all(torch.isfinite(v).all() for v in state["method"]["model"].values() if v.is_floating_point())
     iterations = [json.loads(line)["iteration"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert iterations == sorted(iterations) and len([i for i in iterations if i == 3]) == 1  # one writer
-    assert "2 processes" in result.stderr and (run_dir / "eval.json").exists()
+    assert iterations == sorted(iterations) and len([i for i in iterations if i == 4]) == 1  # one writer
+    assert (run_dir / "eval.json").exists()
+    assert result.stdout.strip() == str(run_dir)  # the run directory, printed once (rank 0)
 
 
 def test_uneven_batch_is_refused_by_name(tmp_path):

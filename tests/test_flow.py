@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from dualmcmc.nets.flow import ImageFlow, VectorFlow, make_flow
+from dualmcmc.nets.flow import ActNorm, ImageFlow, VectorFlow, make_flow
 
 
 @pytest.fixture(autouse=True)
@@ -74,6 +74,37 @@ def test_actnorm_standardises_the_first_batch_and_is_checkpointed():
     torch.testing.assert_close(other.inverse(x), z)
 
 
+@pytest.mark.parametrize("make, shape", FLOWS[::2])
+def test_forward_is_differentiable_in_latents_and_parameters(make, shape):
+    flow = perturbed(make(), shape, seed=3)
+    z = torch.randn(2, *shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: flow(v), (z,))  # NT-EBM differentiates E(g(z)) in z
+    flow(z).square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in flow.parameters())
+
+
+def test_image_actnorm_standardises_each_channel_of_the_first_batch():
+    norm = ActNorm(3, image=True)
+    x = torch.randn(64, 3, 4, 4) * torch.tensor([2.0, 0.1, 5.0]).view(1, 3, 1, 1) + torch.tensor([1.0, -1.0, 3.0]).view(1, 3, 1, 1)
+    z, log_det = norm.inverse(x)
+    torch.testing.assert_close(z.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-4, rtol=0)
+    assert bool(norm.initialized) and log_det.shape == (64,)
+
+
+@pytest.mark.parametrize("make, shape", FLOWS[::2])
+def test_fresh_flow_is_volume_preserving_and_samples_in_its_dtype(make, shape):
+    """Before ActNorm's init: identity ActNorm and couplings; ImageFlow's 1x1 convs start as rotations."""
+    flow = make().double()
+    z = torch.randn(5, *shape, dtype=torch.float64)
+    x, log_det = flow.forward_and_log_det(z)
+    torch.testing.assert_close(log_det, torch.zeros(5, dtype=torch.float64))
+    if len(shape) == 1:
+        torch.testing.assert_close(x, z)
+    samples = flow.sample(3, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (3, *shape) and samples.dtype == torch.float64
+
+
 def test_untrained_flow_samples_are_standard_normal_and_eval_mode_does_not_initialise():
     flow = VectorFlow(2, n_layers=2, hidden=8).eval()
     flow.log_prob(torch.randn(10, 2) * 5)
@@ -99,6 +130,8 @@ def test_maximum_likelihood_fit_raises_the_likelihood():
 
 def test_make_flow_picks_by_shape_and_names_bad_shapes():
     assert isinstance(make_flow((2,)), VectorFlow) and isinstance(make_flow((1, 8, 8), n_steps=1), ImageFlow)
-    for shape in [(1, 8, 6), (4, 4), (1,)]:
-        with pytest.raises(ValueError, match="data_shape|dim"):
+    for shape in [(1, 8, 6), (1, 7, 7), (0, 4, 4), (4, 4), (1,)]:
+        with pytest.raises(ValueError, match="data_shape"):
             make_flow(shape)
+    with pytest.raises(ValueError, match="size"):
+        ImageFlow(1, 5)

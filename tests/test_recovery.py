@@ -88,3 +88,39 @@ def test_bad_guard_settings_are_named(tmp_path, guard, message):
     config["guard"] = guard
     with pytest.raises(ConfigError, match=message):
         train(config)
+
+
+def test_the_recovery_count_and_the_slow_down_survive_a_resume(tmp_path, monkeypatch):
+    real_step = DualMCMC.train_step
+    calls = diverge_at(monkeypatch, {5})  # iteration 5 diverges: back to 3, so call n runs iteration n - 2
+    poisoned_step = DualMCMC.train_step
+
+    def killed_step(self, x):
+        if calls["n"] == 9:  # killed during iteration 8, after the checkpoint of iteration 6
+            raise KeyboardInterrupt
+        return poisoned_step(self, x)
+
+    monkeypatch.setattr(DualMCMC, "train_step", killed_step)
+    config = small_config(tmp_path, iterations=12)
+    config["guard"] = {"max_recoveries": 1}
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    state = ckpt.load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["iteration"] == 6 and state["recoveries"] == 1
+    assert state["method"]["extra"]["backoff_scale"] == 0.5
+    assert state["method"]["optimizers"]["ebm"]["param_groups"][0]["lr"] == pytest.approx(0.5e-4)
+
+    monkeypatch.setattr(DualMCMC, "train_step", real_step)
+    diverge_at(monkeypatch, {2})  # the resumed run diverges at iteration 8: its one recovery is already used
+    with pytest.raises(TrainingDiverged, match="iteration 8"):
+        train(config)
+    assert json.loads((tmp_path / "run" / "diverged.json").read_text())["iteration"] == 8
+    assert len(json.loads((tmp_path / "run" / "recoveries.json").read_text())) == 1
+
+
+def test_the_recovery_line_in_the_metrics_names_the_reason(tmp_path, monkeypatch):
+    diverge_at(monkeypatch, {5})
+    run_dir = train(small_config(tmp_path, iterations=6, log={"log_every": 2, "image_every": 0, "checkpoint_every": 3,
+                                                              "progress": False, "tensorboard": True}))
+    [line] = [line for line in read_metrics(run_dir) if "recovery" in line]
+    assert line["iteration"] == 5 and line["recovery"] == 1 and "non-finite" in line["reason"]

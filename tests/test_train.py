@@ -262,3 +262,46 @@ train({config!r})
     assert ckpt.load_checkpoint(run_dir / "checkpoint.pt")["iteration"] == 3
     train(config)  # resumes from iteration 3 and finishes
     assert ckpt.load_checkpoint(run_dir / "checkpoint.pt")["iteration"] == 9
+
+
+# -- images --------------------------------------------------------------------------------------------------------
+TINY_CONV = {"arch": "conv", "ebm_hidden": 8, "generator_hidden": 8, "encoder_hidden": 8, "latent_dim": 2,
+             "x_steps": 2, "z_steps": 2}
+
+
+@pytest.mark.filterwarnings("ignore:evaluate_images. FID left out")  # torchmetrics is optional
+def test_colour_images_train_in_the_model_range_with_pictures_and_scores(tmp_path, monkeypatch):
+    from dualmcmc.methods.dual_mcmc import DualMCMC
+
+    torch.set_num_threads(1)
+    images = np.random.default_rng(0).integers(0, 256, size=(64, 3, 8, 8), dtype=np.uint8)
+    np.save(tmp_path / "pictures.npy", images)
+    real_step, seen = DualMCMC.train_step, []
+
+    def recording_step(self, x):
+        seen.append((x.dtype, float(x.min()), float(x.max())))
+        return real_step(self, x)
+
+    monkeypatch.setattr(DualMCMC, "train_step", recording_step)
+    run_dir = train(small_config(tmp_path, data=str(tmp_path / "pictures.npy"), iterations=2, batch_size=16,
+                                 model=TINY_CONV, eval={"n_samples": 20},
+                                 log={"log_every": 1, "image_every": 1, "progress": False, "tensorboard": False}))
+    assert all(dtype == torch.float32 and -1.0 <= lo and hi <= 1.0 for dtype, lo, hi in seen)  # uint8 -> [-1, 1]
+    assert {p.name for p in (run_dir / "images").iterdir()} >= {"iter_000001.png", "iter_000002.png", "latest.png"}
+    scores = json.loads((run_dir / "eval.json").read_text())
+    assert {"mmd", "generator_mmd", "recon_mse"} <= set(scores) and "grid_kl" not in scores
+
+
+def test_image_grid_maps_the_model_range_without_per_image_rescaling(tmp_path):
+    from dualmcmc import plotting
+
+    faint = np.zeros((2, 3, 4, 4))
+    faint[1] = 5.0  # beyond the range: clipped to white
+    canvas = plotting._image_canvas(faint, columns=2)
+    assert canvas.shape == (5, 10, 3)
+    assert np.all(canvas[:4, :4] == 0.5) and np.all(canvas[:4, 5:9] == 1.0)
+    assert plotting.plot_image_grid(tmp_path / "grey.png", torch.rand(12, 1, 8, 8) * 2 - 1).exists()
+    assert plotting.plot_image_grid(tmp_path / "colour.png", torch.rand(12, 3, 8, 8) * 2 - 1).exists()
+    assert plotting.plot_image_grid(tmp_path / "flat.png", torch.rand(12, 64), 8).exists()  # vectors, as before
+    with pytest.raises(ValueError, match="C = 1 or 3"):
+        plotting.plot_image_grid(tmp_path / "bad.png", torch.rand(2, 2, 8, 8))
