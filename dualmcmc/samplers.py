@@ -18,16 +18,21 @@ exactly; the proposal is ``N(x - a**2/2 grad U(x), b**2 I)``, i.e. MALA with ste
   ``prior_precision = 1/prior_sigma**2``.
 
 Gradients are per sample: ``autograd.grad(U0(x).sum(), x)`` never touches parameter ``.grad``.
+
+With ``cuda_graph=True`` (CUDA tensors only) the whole K-step chain is captured once into a CUDA graph per
+(potential, shapes, dtype, device, steps, step sizes, prior, clamp, generator) and replayed; it returns what the
+eager chain returns under the same seed (:mod:`dualmcmc.graphs` explains how, and when to call
+``graphs.clear_cache()``). Pass the same potential object every call (a module, or a function made once).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
+from . import graphs
 from .ops import langevin_step, langevin_step_, temperature
 
 __all__ = [
@@ -122,6 +127,7 @@ def run_langevin_chain(
     generator: Optional[torch.Generator] = None,
     explicit_noise: bool = False,
     diagnostics: bool = False,
+    cuda_graph: bool = False,
 ) -> tuple[Tensor, ChainDiagnostics]:
     """K Langevin (or MALA) steps on ``U = potential + prior_precision/2 ||x||**2`` from ``x0``.
 
@@ -139,6 +145,9 @@ def run_langevin_chain(
             op, instead of the op's own Philox stream; bit-for-bit reproducible against an eager loop that
             calls ``torch.randn_like``. MALA always draws explicitly (the proposal density needs the noise).
         diagnostics: compute the per-chain diagnostics (costs norms and, without MALA, one extra forward).
+        cuda_graph: capture the chain into a CUDA graph once per (potential, shape, dtype, device, steps, step
+            sizes, prior, clamp, generator) and replay it (:mod:`dualmcmc.graphs`); same result as the eager chain
+            under the same seed. Needs a CUDA ``x0``; not with ``mala`` or ``explicit_noise`` (ValueError).
 
     Returns:
         (x, diagnostics): the detached end states and a :class:`ChainDiagnostics`; with ``diagnostics=False``
@@ -148,11 +157,23 @@ def run_langevin_chain(
         raise ValueError(f"langevin chain: 'steps' must be >= 0, got {steps}")
     if mala and noise_std <= 0.0:
         raise ValueError("langevin chain: mala=True needs noise_std > 0 (a noiseless chain has no proposal density)")
+    if cuda_graph:
+        _check_graphable("x0", x0, mala, explicit_noise, generator)
+        if steps > 0:
+            return _run_graphed(potential, lambda: potential, (x0,), (), steps, step_size, noise_std,
+                                prior_precision, clamp, generator, diagnostics)
     x = x0.detach().clone()
     diag = ChainDiagnostics(steps=steps)
     if mala:
         return _run_mala(potential, x, steps, step_size, noise_std, prior_precision, clamp, generator, diagnostics, diag)
+    _run_ula(potential, x, steps, step_size, noise_std, prior_precision, clamp, generator, explicit_noise, diagnostics,
+             diag)
+    return x, diag
 
+
+def _run_ula(potential, x, steps, step_size, noise_std, prior_precision, clamp, generator, explicit_noise,
+             diagnostics, diag) -> None:
+    """K unadjusted Langevin updates of ``x`` in place, filling ``diag``; the code the CUDA graph captures too."""
     grad_norm_sum = None
     for k in range(steps):
         value, grad = _value_and_grad(potential, x)
@@ -174,7 +195,44 @@ def run_langevin_chain(
         else:
             diag.grad_norm_mean = grad_norm_sum / steps
         diag.nonfinite = _per_chain_sum((~torch.isfinite(x)).to(torch.int64))
-    return x, diag
+
+
+_GRAPHED_FIELDS = ("energy_start", "energy_end", "grad_norm_last", "grad_norm_mean", "nonfinite")
+
+
+def _check_graphable(name: str, x0: Tensor, mala: bool, explicit_noise: bool, generator) -> None:
+    """ValueErrors for what a captured chain cannot do, naming the argument."""
+    if mala:
+        raise ValueError("langevin chain: cuda_graph=True does not support mala=True (the accept step is per-chain "
+                         "control flow); use cuda_graph=False")
+    if explicit_noise:
+        raise ValueError("langevin chain: cuda_graph=True does not support explicit_noise=True (the op's own Philox "
+                         "stream is the graph-safe one); use cuda_graph=False")
+    if not isinstance(x0, Tensor) or x0.device.type != "cuda":
+        where = x0.device if isinstance(x0, Tensor) else type(x0).__name__
+        raise ValueError(f"langevin chain: cuda_graph=True needs a CUDA tensor; '{name}' is on {where}")
+    if generator is not None and generator.device != x0.device:
+        raise ValueError(f"langevin chain: cuda_graph=True needs 'generator' on {x0.device} like '{name}', "
+                         f"got one on {generator.device}")
+
+
+def _run_graphed(owner, make_potential, inputs, potential_key, steps, step_size, noise_std, prior_precision, clamp,
+                 generator, diagnostics) -> tuple[Tensor, ChainDiagnostics]:
+    """The ULA chain through a cached CUDA graph; ``make_potential(*inputs[1:])`` builds U0 on the static extras."""
+    lo_hi = None if clamp is None else tuple(None if c is None else float(c) for c in clamp)
+    key = (graphs.callable_identity(owner), potential_key, tuple((tuple(t.shape), t.dtype) for t in inputs),
+           inputs[0].device, steps, float(step_size), float(noise_std), float(prior_precision), lo_hi,
+           None if generator is None else id(generator), bool(diagnostics))
+
+    def chain(x: Tensor, *extras: Tensor) -> tuple:
+        diag = ChainDiagnostics(steps=steps)
+        _run_ula(make_potential(*extras), x, steps, step_size, noise_std, prior_precision, clamp, generator, False,
+                 diagnostics, diag)
+        return (x, *(getattr(diag, name) for name in _GRAPHED_FIELDS))
+
+    x, *fields = graphs.run_captured(key, chain, inputs, modules=graphs.modules_of(owner), generator=generator,
+                                     passes_per_run=steps)
+    return x, ChainDiagnostics(steps=steps, **dict(zip(_GRAPHED_FIELDS, fields)))
 
 
 def _run_mala(potential, x, steps, step_size, noise_std, prior_precision, clamp, generator, diagnostics, diag):
@@ -232,6 +290,7 @@ def langevin_data_chain(
     generator: Optional[torch.Generator] = None,
     explicit_noise: bool = False,
     diagnostics: bool = False,
+    cuda_graph: bool = False,
 ) -> tuple[Tensor, ChainDiagnostics]:
     """Data-space Langevin on ``U(x) = E(x) + prior_precision/2 ||x||**2``; ``energy_fn`` returns (N,) energies.
 
@@ -239,7 +298,7 @@ def langevin_data_chain(
     """
     return run_langevin_chain(energy_fn, x0, steps, step_size, noise_std, prior_precision=prior_precision,
                               clamp=clamp, mala=mala, generator=generator, explicit_noise=explicit_noise,
-                              diagnostics=diagnostics)
+                              diagnostics=diagnostics, cuda_graph=cuda_graph)
 
 
 def reconstruction_energy(
@@ -279,19 +338,34 @@ def langevin_latent_chain(
     generator: Optional[torch.Generator] = None,
     explicit_noise: bool = False,
     diagnostics: bool = False,
+    cuda_graph: bool = False,
 ) -> tuple[Tensor, ChainDiagnostics]:
     """Langevin on the generator posterior p(z|x) from ``z0`` (e.g. a sample of the encoder's q(z|x)).
 
     ``U(z) = reconstruction_energy(G, x, sigma, likelihood)(z) + ||z||**2 / (2 prior_sigma**2)``; the prior goes
     through the fused op's ``prior_precision``. The reference form ("reference", the default) reproduces the
     Dual-MCMC code, whose posterior is that of a generator with noise sigma/sqrt(2).
+    With ``cuda_graph=True`` the data ``x`` is a static input of the graph too, so one graph (per ``generator_fn``,
+    shapes, steps, ...) serves every batch; see :func:`run_langevin_chain` for the other arguments.
     """
     if prior_sigma <= 0:
         raise ValueError(f"'prior_sigma' must be > 0, got {prior_sigma}")
-    potential = reconstruction_energy(generator_fn, x, sigma, likelihood)
+    potential = reconstruction_energy(generator_fn, x, sigma, likelihood)  # checks sigma and likelihood
+    if cuda_graph:
+        _check_graphable("z0", z0, mala, explicit_noise, generator)
+        if not isinstance(x, Tensor) or x.device != z0.device:
+            raise ValueError(f"langevin_latent_chain: 'x' must be on {z0.device} like 'z0', got "
+                             f"{x.device if isinstance(x, Tensor) else type(x).__name__}")
+        if steps > 0:  # the data x is a static input too: one graph serves every batch of that shape
+
+            def make_potential(target: Tensor) -> Callable[[Tensor], Tensor]:
+                return reconstruction_energy(generator_fn, target, sigma, likelihood)
+
+            return _run_graphed(generator_fn, make_potential, (z0, x.detach()), ("latent", float(sigma), likelihood),
+                                steps, step_size, noise_std, 1.0 / prior_sigma**2, clamp, generator, diagnostics)
     return run_langevin_chain(potential, z0, steps, step_size, noise_std, prior_precision=1.0 / prior_sigma**2,
                               clamp=clamp, mala=mala, generator=generator, explicit_noise=explicit_noise,
-                              diagnostics=diagnostics)
+                              diagnostics=diagnostics, cuda_graph=cuda_graph)
 
 
 class PersistentChains:

@@ -198,3 +198,197 @@ def test_persistent_chains_draw_store_and_round_trip():
 
 def test_public_names():
     assert samplers.LIKELIHOODS == ("reference", "textbook")
+
+
+# ---- chains captured into CUDA graphs (cuda_graph=True) ----
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="cuda_graph needs a CUDA device")
+
+
+def test_cuda_graph_rejects_what_it_cannot_capture_naming_the_argument():
+    with pytest.raises(ValueError, match="needs a CUDA tensor; 'x0' is on cpu"):
+        langevin_data_chain(gaussian_energy, start(4), 1, 0.1, 0.1, cuda_graph=True)
+    with pytest.raises(ValueError, match="mala=True"):
+        langevin_data_chain(gaussian_energy, start(4), 1, 0.1, 0.1, mala=True, cuda_graph=True)
+    with pytest.raises(ValueError, match="explicit_noise=True"):
+        langevin_data_chain(gaussian_energy, start(4), 1, 0.1, 0.1, explicit_noise=True, cuda_graph=True)
+    with pytest.raises(ValueError, match="'z0' is on cpu"):
+        langevin_latent_chain(linear_generator, torch.zeros(2, 2, dtype=torch.float64), torch.zeros(2, 3), 1, 0.1,
+                              0.1, sigma=SIGMA, cuda_graph=True)
+
+
+def _buffers(modules):
+    return [b.detach().clone() for m in modules for b in m.buffers()]
+
+
+def _restore(modules, saved):
+    with torch.no_grad():
+        for b, value in zip([b for m in modules for b in m.buffers()], saved):
+            b.copy_(value)
+
+
+def assert_replay_matches_eager(run, modules, seeds=(0, 1), generator=None):
+    """``run(cuda_graph)`` -> (state, diag). For each seed, from the same module state: eager and graphed chains give
+    the same state, the same buffers afterwards (spectral-norm u/v, BatchNorm statistics) and advance the random
+    stream alike. The first seed captures the graph, the next ones replay it from the cache."""
+    samplers.graphs.clear_cache()
+    rng = generator if generator is not None else torch.cuda.default_generators[torch.cuda.current_device()]
+    for seed in seeds:
+        saved = _buffers(modules)
+        rng.manual_seed(seed)
+        eager, eager_diag = run(False)
+        eager_buffers, eager_rng = _buffers(modules), rng.get_state()
+        _restore(modules, saved)
+        rng.manual_seed(seed)
+        replayed, diag = run(True)
+        assert replayed.device.type == "cuda" and not replayed.requires_grad
+        torch.testing.assert_close(replayed, eager, rtol=1e-4, atol=1e-5)
+        for got, want in zip(_buffers(modules), eager_buffers):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        assert torch.equal(rng.get_state(), eager_rng)
+        for name in ("energy_start", "energy_end", "grad_norm_mean", "nonfinite"):
+            if getattr(eager_diag, name) is not None:
+                torch.testing.assert_close(getattr(diag, name), getattr(eager_diag, name), rtol=1e-4, atol=1e-4)
+    assert samplers.graphs.cache_size() == 1
+
+
+@needs_cuda
+def test_cuda_graph_replay_equals_eager_for_an_mlp_energy_with_diagnostics():
+    from dualmcmc.nets import MLPEnergy
+
+    torch.manual_seed(0)
+    net = MLPEnergy(2, 64, 3).cuda()
+    x0 = torch.randn(256, 2, device="cuda")
+    run = lambda graph: langevin_data_chain(net, x0, 20, 0.05, 0.01, diagnostics=True, cuda_graph=graph)  # noqa: E731
+    assert_replay_matches_eager(run, [net])
+
+
+@needs_cuda
+def test_cuda_graph_replay_equals_eager_for_a_spectral_norm_conv_energy():
+    from dualmcmc.nets import make_energy
+
+    torch.manual_seed(1)
+    net = make_energy("cifar10", (3, 32, 32), 16).cuda().train()  # spectral norm: u, v power-iterate per forward
+    x0 = torch.rand(8, 3, 32, 32, device="cuda") * 2 - 1
+    before = _buffers([net])
+    run = lambda graph: langevin_data_chain(net, x0, 10, 0.5, 1e-3, cuda_graph=graph)  # noqa: E731
+    assert_replay_matches_eager(run, [net])
+    assert any(not torch.equal(a, b) for a, b in zip(_buffers([net]), before))  # the replay did update u, v
+
+
+@needs_cuda
+def test_cuda_graph_latent_chain_with_a_batchnorm_generator_updates_running_stats_as_eager():
+    from dualmcmc.nets import make_generator
+
+    torch.manual_seed(2)
+    gen = make_generator("cifar10", (3, 32, 32), 16, 16).cuda().train()
+    z0 = torch.randn(8, 16, device="cuda")
+    x = torch.rand(8, 3, 32, 32, device="cuda") * 2 - 1
+    tracked = gen.out[0].num_batches_tracked.clone()
+    run = lambda graph: langevin_latent_chain(gen, z0, x, 5, 0.1, 0.1, sigma=0.3, cuda_graph=graph)  # noqa: E731
+    assert_replay_matches_eager(run, [gen])
+    assert gen.out[0].num_batches_tracked > tracked
+
+
+@needs_cuda
+def test_cuda_graph_sees_in_place_weight_updates_and_recaptures_replaced_ones():
+    from dualmcmc.nets import MLPEnergy
+
+    torch.manual_seed(3)
+    net = MLPEnergy(2, 32, 2).cuda()
+    x0 = torch.randn(64, 2, device="cuda")
+    run = lambda graph: langevin_data_chain(net, x0, 5, 0.1, 0.1, cuda_graph=graph)  # noqa: E731
+    assert_replay_matches_eager(run, [net])
+    with torch.no_grad():  # what an optimizer step does: same tensors, new values
+        for p in net.parameters():
+            p.mul_(1.5)
+    torch.manual_seed(4)
+    eager, _ = run(False)
+    torch.manual_seed(4)
+    torch.testing.assert_close(run(True)[0], eager, rtol=1e-4, atol=1e-5)
+    net.to(torch.float64).to(torch.float32)  # new parameter tensors: the cache notices and captures again
+    torch.manual_seed(5)
+    eager, _ = run(False)
+    torch.manual_seed(5)
+    torch.testing.assert_close(run(True)[0], eager, rtol=1e-4, atol=1e-5)
+    assert samplers.graphs.cache_size() == 1
+
+
+@needs_cuda
+def test_cuda_graph_with_an_explicit_generator_and_a_start_state_that_has_a_graph():
+    from dualmcmc.nets import MLPEnergy, MLPGenerator
+
+    torch.manual_seed(6)
+    net, gen_net = MLPEnergy(2, 32, 2).cuda(), MLPGenerator(4, 2, 32, 2).cuda()
+    x0 = gen_net(torch.randn(64, 4, device="cuda"))  # requires grad, as in the Dual-MCMC G step
+    rng = torch.Generator(device="cuda")
+    run = lambda graph: langevin_data_chain(net, x0, 5, 0.1, 0.1, generator=rng, cuda_graph=graph)  # noqa: E731
+    assert_replay_matches_eager(run, [net], generator=rng)
+    assert x0.requires_grad and x0.grad_fn is not None
+
+
+class EagerStandIn:
+    """Stands in for graphs.CapturedChain on CPU: static inputs, the chain run on every call, outputs cloned. Lets
+    the samplers' graph plumbing (keys, static extras, diagnostics, recapture) run without a GPU."""
+
+    made = 0
+
+    def __init__(self, chain, inputs, *, modules=(), generator=None, warmup_runs=1):
+        EagerStandIn.made += 1
+        self.chain, self.signature = chain, samplers.graphs._address_signature(modules)
+        self.static_inputs = [t.detach().clone() for t in inputs]
+
+    def __call__(self, *inputs):
+        with torch.no_grad():
+            for static, given in zip(self.static_inputs, inputs):
+                static.copy_(given)
+            return tuple(None if out is None else out.clone() for out in self.chain(*self.static_inputs))
+
+
+@pytest.fixture
+def graphs_on_cpu(monkeypatch):
+    monkeypatch.setattr(samplers.graphs, "CapturedChain", EagerStandIn)
+    monkeypatch.setattr(samplers, "_check_graphable", lambda *args: None)
+    samplers.graphs.clear_cache()
+    EagerStandIn.made = 0
+    yield
+    samplers.graphs.clear_cache()
+
+
+def test_graph_path_plumbing_matches_eager_and_caches_per_key(graphs_on_cpu):
+    torch.manual_seed(8)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.SiLU(), torch.nn.Linear(16, 1), torch.nn.Flatten(0))
+    for seed in (0, 1):
+        x0 = torch.randn(32, 2)
+        torch.manual_seed(seed)
+        eager, eager_diag = langevin_data_chain(net, x0, 4, 0.1, 0.05, diagnostics=True)
+        torch.manual_seed(seed)
+        graphed, diag = langevin_data_chain(net, x0, 4, 0.1, 0.05, diagnostics=True, cuda_graph=True)
+        assert torch.equal(graphed, eager)
+        assert torch.equal(diag.energy_end, eager_diag.energy_end) and diag.steps == 4
+        assert torch.equal(diag.grad_norm_mean, eager_diag.grad_norm_mean)
+    assert EagerStandIn.made == 1 and samplers.graphs.cache_size() == 1
+    langevin_data_chain(net, x0, 5, 0.1, 0.05, cuda_graph=True)  # another step count: another graph
+    net.eval()  # other train/eval flags: another graph
+    langevin_data_chain(net, x0, 5, 0.1, 0.05, cuda_graph=True)
+    assert EagerStandIn.made == 3
+    net.to(torch.float64).to(torch.float32)  # replaced parameter tensors: captured again, the stale graph dropped
+    langevin_data_chain(net, x0, 5, 0.1, 0.05, cuda_graph=True)
+    assert EagerStandIn.made == 4 and samplers.graphs.cache_size() == 3
+
+
+def test_graph_path_plumbing_for_the_latent_chain_takes_the_data_as_a_static_input(graphs_on_cpu):
+    z0 = torch.randn(16, 2, dtype=torch.float64)
+    for seed in (0, 1):
+        x = torch.randn(16, 3, dtype=torch.float64)  # new data each call, one graph
+        torch.manual_seed(seed)
+        eager, _ = langevin_latent_chain(linear_generator, z0, x, 3, 0.1, 0.1, sigma=SIGMA)
+        torch.manual_seed(seed)
+        graphed, _ = langevin_latent_chain(linear_generator, z0, x, 3, 0.1, 0.1, sigma=SIGMA, cuda_graph=True)
+        assert torch.equal(graphed, eager)
+    assert EagerStandIn.made == 1
+    langevin_data_chain(linear_generator_energy, z0, 3, 0.1, 0.1, cuda_graph=True)
+    assert EagerStandIn.made == 2  # a data chain never shares the latent chain's graph
+
+
+def linear_generator_energy(z):
+    return linear_generator(z).sum(1)
