@@ -21,7 +21,8 @@ and the floor: K bare forward+backward passes of the network (no update), which 
 the network's own cost remains).
 
 Iteration: one Dual-MCMC iteration on the CIFAR-10 nets (batch 100, 30 / 30 / 10 steps, G -> I -> E), a
-reference-style transcription of methods.md §2.2 against dualmcmc.methods.build_method("dual_mcmc", ...).
+reference-style transcription of methods.md §2.2 against dualmcmc.methods.build_method("dual_mcmc", ...), plain and
+with the config's speed options (cuda_graph / compile / autocast bf16 / channels_last, where they can run).
 
 Timing: warm-up runs first (they also capture graphs and compile), then the median of repeats;
 torch.cuda.synchronize around every timed call on CUDA.
@@ -271,7 +272,20 @@ class ReferenceIteration:
             raise RuntimeError("reference iteration exploded")
 
 
-def iteration_rows(device: str, quick: bool, warmup: int, repeats: int) -> list[dict]:
+def iteration_variants(device: str, compile_on: bool) -> list[tuple[str, dict]]:
+    """(mode, speed options of the method's config) for the iteration rows that can run on ``device``."""
+    variants = [("dual_mcmc (fused)", {})]
+    if device == "cuda":
+        variants.append(("dual_mcmc (fused+graph)", {"cuda_graph": True}))
+    if compile_on:
+        variants.append(("dual_mcmc (fused+compile)", {"compile": True}))
+    if device == "cuda" and compile_on:
+        variants.append(("dual_mcmc (all)", {"cuda_graph": True, "compile": True, "autocast": "bf16",
+                                             "channels_last": True}))
+    return variants
+
+
+def iteration_rows(device: str, quick: bool, compile_on: bool, warmup: int, repeats: int) -> list[dict]:
     if quick:
         batch, width, enc, x_steps, z_steps, note = 4, 32, 32, 5, 3, "quick: width 32, batch 4, 5/5/3 steps"
     elif device == "cuda":
@@ -289,17 +303,18 @@ def iteration_rows(device: str, quick: bool, warmup: int, repeats: int) -> list[
     params = {"arch": "cifar10", "latent_dim": 128, "ebm_hidden": width, "generator_hidden": width,
               "encoder_hidden": enc, "x_step_size": 0.5, "x_noise_std": 1e-3, "x_steps": x_steps, "z_steps": z_steps,
               "chain_diagnostics": False}
-    row = dict(base, mode="dual_mcmc (fused)",
-               note=(note + "; " if note else "") + "chain_diagnostics off, as the reference")
-    try:
-        from dualmcmc.methods import build_method
+    from dualmcmc.methods import build_method
 
-        method = build_method("dual_mcmc", params, (3, 32, 32)).to(device)
-        times["ours"] = median_seconds(lambda: method.train_step(x), device, warmup, repeats)
-        row.update(seconds=times["ours"], vs_reference=times["reference"] / times["ours"])
-    except Exception as err:  # e.g. the method config has no 'arch' yet
-        row["note"] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
-    rows.append(row)
+    for mode, speed in iteration_variants(device, compile_on):
+        row = dict(base, mode=mode, note=(note + "; " if note else "") + "chain_diagnostics off, as the reference")
+        try:
+            torch.manual_seed(0)
+            method = build_method("dual_mcmc", {**params, **speed}, (3, 32, 32)).to(device)
+            seconds = median_seconds(lambda: method.train_step(x), device, warmup, repeats)
+            row.update(seconds=seconds, vs_reference=times["reference"] / seconds)
+        except Exception as err:  # a backend that cannot compile or capture here: say so, keep going
+            row["note"] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
+        rows.append(row)
     return rows
 
 
@@ -348,7 +363,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
         compile_on = args.compile == "on" or (args.compile == "auto" and not (args.quick and device == "cpu"))
         groups = [lambda s=s: chain_rows(s, device, compile_on, warmup, repeats) for s in settings(device, args.quick)]
         if not args.no_iteration:
-            groups.append(lambda: iteration_rows(device, args.quick, 1, 2 if args.quick else 3))
+            groups.append(lambda: iteration_rows(device, args.quick, compile_on, 1, 2 if args.quick else 3))
         for group in groups:
             torch.manual_seed(0)
             new = group()

@@ -58,6 +58,7 @@ def _train(cfg: TrainConfig, fresh: bool) -> Path:
     data_shape = tuple(data.shape[1:])
     try:
         method = build_method(cfg.method, cfg.model, data_shape).to(device)
+        method.check_device(device)  # e.g. cuda_graph on a CPU run: say so before anything is written
     except ValueError as err:  # a model value the method rejects (e.g. z_likelihood, x_ref_sigma)
         raise ConfigError(f"model: {err}") from None
     batches = BatchSampler(len(data), cfg.batch_size, seed=cfg.seed)  # the global batch; each rank takes a shard

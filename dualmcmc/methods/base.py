@@ -2,14 +2,50 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import torch
 from torch import Tensor, nn
 
 from .. import nets
+from ..accel import AUTOCAST_DTYPES, fast_forward
 
 
+@dataclasses.dataclass
+class SpeedOptions:
+    """Speed options for the chains, shared by every method's Config (README, "Speed").
+
+    They apply to the networks the Langevin chains call (about 70 of the ~77 network passes of a Dual-MCMC
+    iteration); the loss passes stay eager float32, so the learning itself is unchanged up to bf16 rounding of the
+    chains' gradients. Off by default: the reference iteration.
+
+    cuda_graph: capture each fixed-shape chain into a CUDA graph once and replay it (:mod:`dualmcmc.graphs`); needs a
+        CUDA device, and neither MALA nor explicit_noise.
+    compile: ``torch.compile`` the networks the chains call.
+    autocast: "bf16" or "fp16": run those networks under autocast; the chain state and the update stay float32.
+    channels_last: NHWC weights and inputs for conv nets (faster convolutions on tensor cores).
+    """
+
+    cuda_graph: bool = False
+    compile: bool = False
+    autocast: Optional[str] = None
+    channels_last: bool = False
+
+
+def check_speed_options(config: Any) -> None:
+    """ValueErrors naming the keys for speed options that cannot work together."""
+    if config.autocast is not None and config.autocast not in AUTOCAST_DTYPES:
+        raise ValueError(f"autocast must be one of {sorted(AUTOCAST_DTYPES)} or null, got {config.autocast!r}")
+    for key in ("cuda_graph", "compile", "channels_last"):
+        if not isinstance(getattr(config, key), bool):
+            raise ValueError(f"{key} must be true or false, got {getattr(config, key)!r}")
+    if config.cuda_graph:
+        malas = [f.name for f in dataclasses.fields(config) if f.name.endswith("_mala") and getattr(config, f.name)]
+        if malas:
+            raise ValueError(f"cuda_graph: true cannot capture a MALA chain ({', '.join(malas)}: true): the accept "
+                             "step is per-chain control flow; turn one of them off")
+        if getattr(config, "explicit_noise", False):
+            raise ValueError("cuda_graph: true needs the op's own (graph-safe) noise: set explicit_noise: false")
 
 class Method(nn.Module):
     """One learning method. Subclasses set ``name`` and ``Config`` (a dataclass) and build their nets.
@@ -33,6 +69,9 @@ class Method(nn.Module):
         self.encoder: Optional[nn.Module] = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        if isinstance(config, SpeedOptions):
+            check_speed_options(config)
+        self._chain_nets: dict[int, Callable] = {}  # id(module) -> its fast_forward wrapper (made once)
 
     # -- construction helpers -------------------------------------------------------------------------------
     @classmethod
@@ -66,6 +105,31 @@ class Method(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    # -- speed options for the chains (SpeedOptions) --------------------------------------------------------
+    def chain_net(self, module: nn.Module) -> Callable:
+        """``module`` as the chains call it: itself, or its accel.fast_forward wrapper (compile / autocast /
+        channels_last), made once so that compiled code and captured graphs are reused."""
+        c = self.config
+        if not (getattr(c, "compile", False) or getattr(c, "autocast", None) or getattr(c, "channels_last", False)):
+            return module
+        if id(module) not in self._chain_nets:
+            self._chain_nets[id(module)] = fast_forward(module, compile=c.compile, autocast=c.autocast,
+                                                        channels_last=c.channels_last)
+        return self._chain_nets[id(module)]
+
+    def chain_cuda_graph(self, state: Tensor) -> bool:
+        """Whether the chains run as CUDA graphs; a ValueError naming the key when the model is not on CUDA."""
+        if not getattr(self.config, "cuda_graph", False):
+            return False
+        self.check_device(state.device)
+        return True
+
+    def check_device(self, device: torch.device | str) -> None:
+        """A ValueError naming the key when an option cannot run on ``device`` (the loop checks before training)."""
+        if getattr(self.config, "cuda_graph", False) and torch.device(device).type != "cuda":
+            raise ValueError(f"cuda_graph: true needs a CUDA device, and this model runs on {device}: "
+                             "set device: cuda, or cuda_graph: false")
 
     # -- the interface --------------------------------------------------------------------------------------
     def train_step(self, x: Tensor) -> dict[str, float]:

@@ -20,11 +20,11 @@ from torch import Tensor
 
 from .. import samplers
 from ..ops import temperature
-from .base import Method, adam, exponential_schedulers, randn
+from .base import Method, SpeedOptions, adam, exponential_schedulers, randn
 
 
 @dataclass
-class CoopNetsConfig:
+class CoopNetsConfig(SpeedOptions):
     """Hyper-parameters of CoopNets. Defaults are for vector data such as the 2-D toys.
 
     Same as the reference (jianwen-xie/CoopNets): x_steps 15, noise on with noise_std = step_size (T = 1),
@@ -87,9 +87,9 @@ class CoopNets(Method):
         """Langevin on E(x) + ||x||^2/(2 ref_sigma^2) from ``x0`` (detached result)."""
         c = self.config
         return samplers.langevin_data_chain(
-            self.ebm, x0, c.x_steps if steps is None else steps, c.x_step_size, c.x_noise_std,
+            self.chain_net(self.ebm), x0, c.x_steps if steps is None else steps, c.x_step_size, c.x_noise_std,
             prior_precision=1.0 / c.ref_sigma**2, clamp=c.x_clamp, mala=c.x_mala, generator=generator,
-            explicit_noise=c.explicit_noise, diagnostics=diagnostics)
+            explicit_noise=c.explicit_noise, diagnostics=diagnostics, cuda_graph=self.chain_cuda_graph(x0))
 
     def train_step(self, x: Tensor) -> dict[str, float]:
         c = self.config

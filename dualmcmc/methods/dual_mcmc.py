@@ -21,11 +21,11 @@ from torch import Tensor
 
 from .. import samplers
 from ..ops import temperature
-from .base import Method, adam, diag_normal_nll, exponential_schedulers, randn, squared_error_per_batch
+from .base import Method, SpeedOptions, adam, diag_normal_nll, exponential_schedulers, randn, squared_error_per_batch
 
 
 @dataclass
-class DualMCMCConfig:
+class DualMCMCConfig(SpeedOptions):
     """Hyper-parameters of Dual-MCMC. Defaults are for vector data such as the 2-D toys.
 
     Same as the CIFAR-10 reference (jcui1224/dual-MCMC config.py): sigma 0.3, prior_sigma 1, x_steps 30,
@@ -141,17 +141,18 @@ class DualMCMC(Method):
         """EBM Langevin in data space from ``x0`` (detached result)."""
         c = self.config
         return samplers.langevin_data_chain(
-            self.ebm, x0, c.x_steps if steps is None else steps, c.x_step_size if step_size is None else step_size,
-            c.x_noise_std if noise_std is None else noise_std, prior_precision=self.ref_precision, clamp=c.x_clamp, mala=c.x_mala,
-            generator=generator, explicit_noise=c.explicit_noise, diagnostics=diagnostics)
+            self.chain_net(self.ebm), x0, c.x_steps if steps is None else steps,
+            c.x_step_size if step_size is None else step_size, c.x_noise_std if noise_std is None else noise_std,
+            prior_precision=self.ref_precision, clamp=c.x_clamp, mala=c.x_mala, generator=generator,
+            explicit_noise=c.explicit_noise, diagnostics=diagnostics, cuda_graph=self.chain_cuda_graph(x0))
 
     def revise_z(self, z0: Tensor, x: Tensor, generator=None, diagnostics=False):
         """Generator-posterior Langevin for the codes of ``x`` from ``z0`` (detached result)."""
         c = self.config
         return samplers.langevin_latent_chain(
-            self.generator, z0, x, c.z_steps, c.z_step_size, c.z_noise_std, sigma=c.sigma,
+            self.chain_net(self.generator), z0, x, c.z_steps, c.z_step_size, c.z_noise_std, sigma=c.sigma,
             prior_sigma=c.prior_sigma, likelihood=c.z_likelihood, mala=c.z_mala, generator=generator,
-            explicit_noise=c.explicit_noise, diagnostics=diagnostics)
+            explicit_noise=c.explicit_noise, diagnostics=diagnostics, cuda_graph=self.chain_cuda_graph(z0))
 
     # -- one iteration --------------------------------------------------------------------------------------
     def train_step(self, x: Tensor) -> dict[str, float]:

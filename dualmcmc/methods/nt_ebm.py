@@ -31,11 +31,11 @@ from torch import Tensor
 from .. import samplers
 from ..nets.flow import ImageFlow, VectorFlow
 from ..ops import temperature
-from .base import Method, adam, exponential_schedulers
+from .base import Method, SpeedOptions, adam, exponential_schedulers
 
 
 @dataclass
-class NTEBMConfig:
+class NTEBMConfig(SpeedOptions):
     """Hyper-parameters of the flow-backbone EBM. Defaults are for vector data such as the 2-D toys.
 
     The paper's code is not public (methods.md §4): there is no reference iteration to follow, so these are
@@ -126,8 +126,9 @@ class NTEBM(Method):
 
     # -- the latent chain ---------------------------------------------------------------------------------------
     def latent_energy(self, z: Tensor) -> Tensor:
-        """E(g(z)): the tilt pulled back to the latent space (the op adds ||z||^2/2 as prior_precision 1)."""
-        return self.ebm(self.flow(z))
+        """E(g(z)): the tilt pulled back to the latent space (the op adds ||z||^2/2 as prior_precision 1).
+        The chain's potential, so both networks go through the speed options (:meth:`chain_net`)."""
+        return self.chain_net(self.ebm)(self.chain_net(self.flow)(z))
 
     def latent_noise(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """``n`` draws of N(0, I) in the latent space (the flow's base distribution)."""
@@ -142,7 +143,7 @@ class NTEBM(Method):
         return samplers.run_langevin_chain(
             self.latent_energy, z0, c.z_steps if steps is None else steps, c.z_step_size, c.z_noise_std,
             prior_precision=1.0, mala=c.z_mala, generator=generator, explicit_noise=c.explicit_noise,
-            diagnostics=diagnostics)
+            diagnostics=diagnostics, cuda_graph=self.chain_cuda_graph(z0))
 
     def data_space_potential(self, x: Tensor) -> Tensor:
         """U(x) = E(x) - T log q_flow(x): Langevin on x with this potential targets the same density as the latent

@@ -17,11 +17,11 @@ from torch import Tensor
 
 from .. import samplers
 from ..ops import temperature
-from .base import Method, adam
+from .base import Method, SpeedOptions, adam
 
 
 @dataclass
-class ShortRunConfig:
+class ShortRunConfig(SpeedOptions):
     """Hyper-parameters of the short-run EBM baseline, for vector data such as the 2-D toys.
 
     The reference trains on images with 100 steps from U[-1, 1]; here x_steps 60 with a = b = 0.05 (T = 1), which
@@ -89,8 +89,9 @@ class ShortRun(Method):
     def revise_x(self, x0: Tensor, steps=None, generator=None, diagnostics=False):
         c = self.config
         return samplers.langevin_data_chain(
-            self.ebm, x0, c.x_steps if steps is None else steps, c.x_step_size, c.x_noise_std, clamp=c.x_clamp,
-            mala=c.x_mala, generator=generator, explicit_noise=c.explicit_noise, diagnostics=diagnostics)
+            self.chain_net(self.ebm), x0, c.x_steps if steps is None else steps, c.x_step_size, c.x_noise_std,
+            clamp=c.x_clamp, mala=c.x_mala, generator=generator, explicit_noise=c.explicit_noise,
+            diagnostics=diagnostics, cuda_graph=self.chain_cuda_graph(x0))
 
     def train_step(self, x: Tensor) -> dict[str, float]:
         c = self.config
