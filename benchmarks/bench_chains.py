@@ -14,7 +14,7 @@ each run five ways:
   reference     the Dual-MCMC code's loop (methods.md §2.3): autograd.grad, then x.data updates and randn_like
   fused         dualmcmc.samplers chains (the fused in-place op)
   fused+graph   the same chain captured once into a CUDA graph and replayed (CUDA only)
-  fused+compile the network through accel.fast_forward(compile=True)
+  fused+compile the network through accel.fast_forward(compile=True, input_grads_only=True), as the methods do
   all           graph + compile + bf16 autocast + channels_last (CUDA only)
 and the floor: K bare forward+backward passes of the network (no update), which no chain can beat.
 "vs reference" is the speed-up over the reference loop; "vs floor" is steps/s over the floor's passes/s (1.0 = only
@@ -128,9 +128,9 @@ def data_chain(mode: str, energy: nn.Module, steps: int, step: float, noise: flo
         return passes
     fn = energy
     if mode == "fused+compile":
-        fn = fast_forward(energy, compile=True)
+        fn = fast_forward(energy, compile=True, input_grads_only=True)
     elif mode == "all":
-        fn = fast_forward(energy, compile=True, autocast="bf16", channels_last=True)
+        fn = fast_forward(energy, compile=True, autocast="bf16", channels_last=True, input_grads_only=True)
     graph = mode in GPU_ONLY
     return lambda x0: samplers.langevin_data_chain(fn, x0, steps, step, noise, cuda_graph=graph)
 
@@ -146,9 +146,10 @@ def latent_chain(mode: str, generator: nn.Module, steps: int) -> Callable[[Tenso
         return passes
     fn = generator
     if mode == "fused+compile":
-        fn = fast_forward(generator, compile=True)
+        fn = fast_forward(generator, compile=True, input_grads_only=True)
     elif mode == "all":
-        fn = fast_forward(generator, compile=True, autocast="bf16", channels_last=True)
+        fn = fast_forward(generator, compile=True, autocast="bf16", channels_last=True,
+                          input_grads_only=True)
     graph = mode in GPU_ONLY
     return lambda z0, x: samplers.langevin_latent_chain(fn, z0, x, steps, Z_STEP, Z_NOISE, sigma=SIGMA,
                                                         cuda_graph=graph)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 __all__ = ["AUTOCAST_DTYPES", "FastForward", "fast_forward"]
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_set_version_counters = getattr(torch._C._autograd, "_unsafe_set_version_counter", None)  # torch >= 2.3
 
 
 def _cast_floats(out: Any, dtype: torch.dtype) -> Any:
@@ -42,15 +43,40 @@ class FastForward:
     a submodule, so the module's state_dict keys stay the same. ``.module`` is the module itself (graphs.modules_of
     finds it there)."""
 
-    def __init__(self, module: nn.Module, compile: bool, autocast: Optional[str], channels_last: bool):
+    def __init__(self, module: nn.Module, compile: bool, autocast: Optional[str], channels_last: bool,
+                 input_grads_only: bool = False):
         self.module = module
         self.autocast_dtype = None if autocast is None else AUTOCAST_DTYPES[autocast]
         self.channels_last = channels_last
+        self.compiled = compile
+        self.input_grads_only = input_grads_only
         if channels_last:  # once: 4-D weights to NHWC (same Parameter objects, new storage; optimizers keep them)
             module.to(memory_format=torch.channels_last)
-        self.forward: Callable = torch.compile(module) if compile else module
+        target: Callable = self._with_parameters if input_grads_only else module
+        self.forward: Callable = torch.compile(target) if compile else target
+
+    def _with_parameters(self, parameters: dict, *args: Any, **kwargs: Any) -> Any:
+        return torch.func.functional_call(self.module, parameters, args, kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.input_grads_only:
+            # a chain needs d/dx only: with detached parameters a compiled backward skips the weight gradients,
+            # which the autograd engine would prune in eager mode but a compiled backward graph computes
+            args = ({name: p.detach() for name, p in self.module.named_parameters()}, *args)
+        if not self.compiled:
+            return self._call(args, kwargs)
+        # Eager BatchNorm updates its running statistics without bumping their version counters; a compiled graph
+        # writes them back with copy_, which does. An eager graph that saved them earlier (Dual-MCMC keeps
+        # x0 = G(z0) for errSample across the latent chain) would then refuse to backward, although a training-mode
+        # backward never reads them. Restoring the counters keeps the eager semantics.
+        buffers = tuple(self.module.buffers())
+        versions = tuple(b._version for b in buffers)
+        out = self._call(args, kwargs)
+        if buffers and _set_version_counters is not None:
+            _set_version_counters(buffers, versions)
+        return out
+
+    def _call(self, args: tuple, kwargs: dict) -> Any:
         if self.channels_last:
             args = tuple(_to_channels_last(a) for a in args)
             kwargs = {k: _to_channels_last(v) for k, v in kwargs.items()}
@@ -66,12 +92,12 @@ class FastForward:
         return _cast_floats(out, out_dtype)
 
     def __repr__(self) -> str:
-        return (f"FastForward({type(self.module).__name__}, compiled={self.forward is not self.module}, "
+        return (f"FastForward({type(self.module).__name__}, compiled={self.compiled}, "
                 f"autocast={self.autocast_dtype}, channels_last={self.channels_last})")
 
 
 def fast_forward(module: nn.Module, *, compile: bool = False, autocast: Optional[str] = None,
-                 channels_last: bool = False) -> FastForward:
+                 channels_last: bool = False, input_grads_only: bool = False) -> FastForward:
     """A callable with ``module``'s signature that runs it faster.
 
     Args:
@@ -81,12 +107,15 @@ def fast_forward(module: nn.Module, *, compile: bool = False, autocast: Optional
         autocast: None, "bf16" or "fp16": the network pass runs under ``torch.autocast`` for the input's device
             type in that dtype; floating outputs come back in the input's dtype (float32 for a float32 chain).
         channels_last: convert the module's 4-D weights (now, once) and every 4-D input to ``torch.channels_last``.
+        input_grads_only: the parameters enter the pass detached, so gradients reach the inputs only: what a
+            Langevin chain needs (the methods' chains use it). A compiled backward then skips the weight gradients
+            (on CPU, half the matrix products of an MLP chain).
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"fast_forward: 'module' must be an nn.Module, got {type(module).__name__}")
     if autocast is not None and autocast not in AUTOCAST_DTYPES:
         raise ValueError(f"fast_forward: 'autocast' must be None or one of {tuple(AUTOCAST_DTYPES)}, got {autocast!r}")
-    for name, value in (("compile", compile), ("channels_last", channels_last)):
+    for name, value in (("compile", compile), ("channels_last", channels_last), ("input_grads_only", input_grads_only)):
         if not isinstance(value, bool):
             raise TypeError(f"fast_forward: '{name}' must be a bool, got {value!r}")
-    return FastForward(module, compile, autocast, channels_last)
+    return FastForward(module, compile, autocast, channels_last, input_grads_only)

@@ -162,3 +162,16 @@ def test_bench_chains_quick_prints_a_table(capsys, monkeypatch):
     assert all("needs CUDA" in r["note"] for r in rows if r["mode"] in ("fused+graph", "all"))
     iteration = [r for r in rows if r["chain"] == "iteration"]
     assert [r["mode"] for r in iteration] == ["reference", "dual_mcmc (fused)"] and iteration[0]["seconds"] > 0
+
+
+def test_input_grads_only_gives_the_same_input_gradients_and_no_parameter_graph():
+    net = tiny_mlp()
+    fast = fast_forward(net, input_grads_only=True)
+    x = torch.randn(9, 2, generator=torch.Generator().manual_seed(5))
+    value, grad = value_and_input_grad(fast, x)
+    want_value, want_grad = value_and_input_grad(net, x)
+    assert torch.equal(value, want_value) and torch.equal(grad, want_grad)
+    out = fast(x.clone().requires_grad_(True)).sum()
+    assert torch.autograd.grad(out, list(net.parameters()), allow_unused=True) == (None,) * len(list(net.parameters()))
+    with pytest.raises(TypeError, match="'input_grads_only'"):
+        fast_forward(net, input_grads_only=1)

@@ -115,7 +115,7 @@ class Method(nn.Module):
             return module
         if id(module) not in self._chain_nets:
             self._chain_nets[id(module)] = fast_forward(module, compile=c.compile, autocast=c.autocast,
-                                                        channels_last=c.channels_last)
+                                                        channels_last=c.channels_last, input_grads_only=True)
         return self._chain_nets[id(module)]
 
     def chain_cuda_graph(self, state: Tensor) -> bool:
