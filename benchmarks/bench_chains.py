@@ -24,8 +24,9 @@ Iteration: one Dual-MCMC iteration on the CIFAR-10 nets (batch 100, 30 / 30 / 10
 reference-style transcription of methods.md §2.2 against dualmcmc.methods.build_method("dual_mcmc", ...), plain and
 with the config's speed options (cuda_graph / compile / autocast bf16 / channels_last, where they can run).
 
-Timing: warm-up runs first (they also capture graphs and compile), then the median of repeats;
-torch.cuda.synchronize around every timed call on CUDA.
+Timing: warm-up runs first (they also capture graphs and compile), then the median of repeats, the modes taking
+turns so that a slow spell of a shared machine falls on all of them; torch.cuda.synchronize around every timed call on
+CUDA.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))  # this checkout's dualmcmc
 from dualmcmc import nets, samplers  # noqa: E402
 from dualmcmc.accel import fast_forward  # noqa: E402
+from dualmcmc.methods import build_method  # noqa: E402
 
 MODES = ("reference", "fused", "fused+graph", "fused+compile", "all", "floor")
 GPU_ONLY = ("fused+graph", "all")
@@ -155,19 +157,32 @@ def latent_chain(mode: str, generator: nn.Module, steps: int) -> Callable[[Tenso
                                                         cuda_graph=graph)
 
 
-def median_seconds(fn: Callable[[], object], device: str, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def timed(fn: Callable[[], object], device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def interleaved_medians(runs: dict[str, Callable[[], object]], device: str, warmup: int,
+                        repeats: int) -> tuple[dict[str, float], dict[str, str]]:
+    """Median seconds of each run, timed in turn (one repeat of each, then the next), so that a slow spell of a
+    shared machine falls on every mode alike; and the error of each run that failed (compile, capture)."""
+    failed: dict[str, str] = {}
+    for name, fn in runs.items():
+        try:
+            for _ in range(warmup):  # also compiles and captures
+                fn()
+        except Exception as err:  # a backend that cannot compile or capture here: say so, keep going
+            failed[name] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+    times: dict[str, list[float]] = {name: [] for name in runs if name not in failed}
     for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name in times:
+            times[name].append(timed(runs[name], device))
+    return {name: statistics.median(t) for name, t in times.items()}, failed
 
 
 def skip_reason(mode: str, device: str, compile_on: bool) -> Optional[str]:
@@ -186,32 +201,28 @@ def chain_rows(setting: Setting, device: str, compile_on: bool, warmup: int, rep
     z0 = torch.randn(setting.n_chains, setting.latent_dim, generator=gen).to(device)
     x_data = torch.rand(setting.n_chains, *setting.data_shape, generator=gen).mul(2).sub(1).to(device)
     for chain, steps in (("data", setting.x_steps), ("latent", setting.z_steps)):
-        times: dict[str, float] = {}
+        runs: dict[str, Callable[[], object]] = {}
+        for mode in MODES:
+            if skip_reason(mode, device, compile_on) is None:
+                # each mode gets its own copy: channels_last converts weights and compile wraps the module
+                if chain == "data":
+                    run = data_chain(mode, copy.deepcopy(energy), steps, *setting.x_step)
+                    runs[mode] = lambda run=run: run(x0)
+                else:
+                    run = latent_chain(mode, copy.deepcopy(generator), steps)
+                    runs[mode] = lambda run=run: run(z0, x_data)
+        times, failed = interleaved_medians(runs, device, warmup, repeats)
         for mode in MODES:
             row = dict(device=device, torch=torch.__version__, setting=setting.name, chain=chain,
-                       chains=setting.n_chains, steps=steps, mode=mode, note=skip_reason(mode, device, compile_on))
-            if row["note"] is None:
-                row["note"] = setting.note
-                # each mode gets its own copy: channels_last converts weights and compile wraps the module
-                try:
-                    if chain == "data":
-                        run = data_chain(mode, copy.deepcopy(energy), steps, *setting.x_step)
-                        times[mode] = median_seconds(lambda: run(x0), device, warmup, repeats)
-                    else:
-                        run = latent_chain(mode, copy.deepcopy(generator), steps)
-                        times[mode] = median_seconds(lambda: run(z0, x_data), device, warmup, repeats)
-                except Exception as err:  # a backend that cannot compile or capture here: say so, keep going
-                    row["note"] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
-                if mode in times:
-                    row["seconds"] = times[mode]
-                    row["steps_per_s"] = steps / times[mode]
-            rows.append(row)
-        for row in rows[-len(MODES):]:
-            if "seconds" in row:
+                       chains=setting.n_chains, steps=steps, mode=mode,
+                       note=skip_reason(mode, device, compile_on) or failed.get(mode) or setting.note)
+            if mode in times:
+                row.update(seconds=times[mode], steps_per_s=steps / times[mode])
                 if "reference" in times:
-                    row["vs_reference"] = times["reference"] / row["seconds"]
+                    row["vs_reference"] = times["reference"] / times[mode]
                 if "floor" in times:
-                    row["vs_floor"] = times["floor"] / row["seconds"]
+                    row["vs_floor"] = times["floor"] / times[mode]
+            rows.append(row)
     return rows
 
 
@@ -297,24 +308,29 @@ def iteration_rows(device: str, quick: bool, compile_on: bool, warmup: int, repe
     x = torch.rand(batch, 3, 32, 32).mul(2).sub(1).to(device)
     base = dict(device=device, torch=torch.__version__, setting="cifar10", chain="iteration", chains=batch,
                 steps=f"{x_steps}/{x_steps}/{z_steps}")
-    rows, times = [], {}
+    rows = []
+    runs: dict[str, Callable[[], object]] = {}
     reference = ReferenceIteration(device, width, enc, x_steps, z_steps)
-    times["reference"] = median_seconds(lambda: reference(x), device, warmup, repeats)
-    rows.append(dict(base, mode="reference", seconds=times["reference"], note=note))
+    runs["reference"] = lambda: reference(x)
     params = {"arch": "cifar10", "latent_dim": 128, "ebm_hidden": width, "generator_hidden": width,
               "encoder_hidden": enc, "x_step_size": 0.5, "x_noise_std": 1e-3, "x_steps": x_steps, "z_steps": z_steps,
               "chain_diagnostics": False}
-    from dualmcmc.methods import build_method
-
+    notes = {"reference": note}
     for mode, speed in iteration_variants(device, compile_on):
-        row = dict(base, mode=mode, note=(note + "; " if note else "") + "chain_diagnostics off, as the reference")
+        notes[mode] = (note + "; " if note else "") + "chain_diagnostics off, as the reference"
         try:
             torch.manual_seed(0)
             method = build_method("dual_mcmc", {**params, **speed}, (3, 32, 32)).to(device)
-            seconds = median_seconds(lambda: method.train_step(x), device, warmup, repeats)
-            row.update(seconds=seconds, vs_reference=times["reference"] / seconds)
-        except Exception as err:  # a backend that cannot compile or capture here: say so, keep going
-            row["note"] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
+            runs[mode] = lambda method=method: method.train_step(x)
+        except Exception as err:
+            notes[mode] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
+    times, failed = interleaved_medians(runs, device, warmup, repeats)
+    for mode in notes:
+        row = dict(base, mode=mode, note=failed.get(mode) or notes[mode])
+        if mode in times:
+            row["seconds"] = times[mode]
+            if mode != "reference" and "reference" in times:
+                row["vs_reference"] = times["reference"] / times[mode]
         rows.append(row)
     return rows
 
