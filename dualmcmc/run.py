@@ -69,11 +69,15 @@ def load_run(run_dir: "str | Path", device: "str | torch.device | None" = None) 
     """
     state = ckpt.load_checkpoint(checkpoint_file(run_dir))
     cfg = load_config(state["config"])
-    method = build_method(cfg.method, cfg.model, tuple(state["data_shape"]))
-    ckpt.load_method_state(method, state["method"], training_state=False)
     if device is None:  # the run's device when this machine has it, else the CPU
         device = "cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu"
-    method = method.to(resolve_device(device))
+    device = resolve_device(device)
+    model = dict(cfg.model)
+    if model.get("cuda_graph") and device.type != "cuda":
+        model["cuda_graph"] = False  # a speed option only: the same chains run eagerly where there is no GPU
+    method = build_method(cfg.method, model, tuple(state["data_shape"]))
+    ckpt.load_method_state(method, state["method"], training_state=False)
+    method = method.to(device)
     method.run_config = cfg
     method.run_iteration = int(state["iteration"])
     return method

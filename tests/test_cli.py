@@ -132,3 +132,23 @@ def test_digits_train_evaluate_and_sample(tmp_path, capsys):
     assert printed == json.loads((run_dir / "eval.json").read_text())
     assert main(["sample", str(run_dir), "-n", "12", "--out", str(tmp_path / "s.npy")]) == 0
     assert np.load(tmp_path / "s.npy").shape == (12, 1, 8, 8) and (tmp_path / "s.png").exists()
+
+
+def test_a_run_trained_with_cuda_graph_loads_and_samples_without_a_gpu(trained_run, tmp_path):
+    # A GPU run (model.cuda_graph: true) opened on a machine without one: the option is dropped, not an error.
+    import shutil
+
+    import torch
+
+    import dualmcmc
+    from dualmcmc import checkpoint as ckpt
+
+    run_dir = tmp_path / "gpu_run"
+    shutil.copytree(trained_run, run_dir)
+    path = run_dir / ckpt.CHECKPOINT_NAME
+    state = ckpt.load_checkpoint(path)
+    state["config"]["model"]["cuda_graph"] = True
+    torch.save(state, path)
+    method = dualmcmc.load_run(run_dir, device="cpu")
+    assert method.config.cuda_graph is False and method.run_config.model["cuda_graph"] is True
+    assert torch.isfinite(method.sample(10)).all()
