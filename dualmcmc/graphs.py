@@ -18,7 +18,8 @@ launched as one unit on every later call. The recipe is PyTorch's "whole network
   buffers inside the captured forward, so every replay updates them as eager mode does.
 
 The cache keeps one graph per key (the samplers' key: potential identity, shapes, dtypes, device, steps, step
-sizes, prior, clamp, generator; plus, added here, the train/eval flags of the modules behind the potential and the
+sizes, prior, clamp, whether a generator is given (it lends its state to :func:`capture_generator`, so a fresh
+generator per call needs no new graph); plus, added here, the train/eval flags of the modules behind the potential and the
 autocast state). A graph holds the addresses of the parameters and buffers it read. Optimizer steps and
 ``load_state_dict`` write into those tensors in place, so replays see the new values. Replacing the tensors
 (``module.to(...)``, ``param.data = ...``, a new module object) would leave a graph reading stale memory: for the
@@ -29,16 +30,18 @@ size of one forward+backward pass's peak, so the cache holds at most MAX_CACHED_
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import warnings
 from collections import OrderedDict
-from typing import Callable, Hashable, Optional, Sequence
+from typing import Callable, Hashable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CapturedChain", "cache_size", "callable_identity", "clear_cache", "modules_of", "run_captured",
+__all__ = ["CapturedChain", "cache_size", "callable_identity", "capture_generator", "clear_cache", "modules_of",
+           "run_captured", "undone_afterwards",
            "CAPTURE_ERROR_MODE", "MAX_CACHED_GRAPHS"]
 
 MAX_CACHED_GRAPHS = 16  # least recently used graphs beyond this are dropped (each holds a private memory pool)
@@ -50,6 +53,7 @@ WARMUP_PASSES = 3  # forward+backward passes run eagerly before capture (PyTorch
 Outputs = tuple[Optional[Tensor], ...]
 _CACHE: "OrderedDict[Hashable, CapturedChain]" = OrderedDict()
 _CAPTURE_STREAMS: dict[int, torch.cuda.Stream] = {}  # one side stream per device for warm-up and capture
+_CAPTURE_GENERATORS: dict[str, torch.Generator] = {}  # capture_generator: one per device
 _warned_eviction = False
 
 
@@ -119,6 +123,39 @@ def _context_key(modules: Sequence[nn.Module]) -> tuple:
     return flags, autocast
 
 
+@contextlib.contextmanager
+def undone_afterwards(modules: Sequence[nn.Module], rng: torch.Generator) -> Iterator[None]:
+    """Restore the modules' buffers and ``rng``'s state on exit (after the warm-up and capture).
+
+    The buffers are written through ``.data`` so that their autograd version counters stay as they were: eager
+    BatchNorm updates its running statistics without bumping them, and a graph built before the capture that saved
+    them (Dual-MCMC keeps x0 = G(z0) across the latent chain on G) must still be able to backward.
+    """
+    rng_state = rng.get_state()
+    buffers = _buffers(modules)
+    saved = [b.clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(buffers, saved):
+                buffer.data.copy_(value)
+        rng.set_state(rng_state)
+
+
+def capture_generator(device: torch.device) -> torch.Generator:
+    """The generator that chains captured with an explicit generator draw from: one per device, owned here.
+
+    A caller's generator lends it its state for each replay and takes the advanced state back, so one graph serves
+    every generator object of a device (evaluations make a fresh generator each time; keyed by object, each would
+    capture a new graph with its own memory pool).
+    """
+    key = str(device)
+    if key not in _CAPTURE_GENERATORS:
+        _CAPTURE_GENERATORS[key] = torch.Generator(device=device)
+    return _CAPTURE_GENERATORS[key]
+
+
 class CapturedChain:
     """One chain captured into a CUDA graph.
 
@@ -137,15 +174,8 @@ class CapturedChain:
         with torch.cuda.device(device), torch.no_grad():
             self.static_inputs = [t.detach().clone(memory_format=torch.contiguous_format) for t in inputs]
             rng = generator if generator is not None else torch.cuda.default_generators[device.index]
-            rng_state = rng.get_state()
-            buffers = _buffers(modules)
-            saved = [b.clone() for b in buffers]
-            try:
+            with undone_afterwards(modules, rng):  # warm-up ran the chain for real: undo its buffers and noise
                 self.graph, self.static_outputs = self._capture(chain, device, generator, warmup_runs)
-            finally:  # warm-up ran the chain for real: undo its effect on buffers and on the random stream
-                for buffer, value in zip(buffers, saved):
-                    buffer.copy_(value)
-                rng.set_state(rng_state)
 
     def _capture(self, chain, device, generator, warmup_runs):
         if device.index not in _CAPTURE_STREAMS:  # torch.cuda.graph's own default stream lives on the first device
@@ -159,10 +189,12 @@ class CapturedChain:
         graph = torch.cuda.CUDAGraph()
         if generator is not None:  # the default generator is registered by capture itself; others must be named
             graph.register_generator_state(generator)
+        caller_stream = torch.cuda.current_stream(device)
         try:
             with torch.cuda.graph(graph, stream=side, capture_error_mode=CAPTURE_ERROR_MODE):
                 outputs = chain(*self.static_inputs)
         except RuntimeError as err:
+            torch.cuda.set_stream(caller_stream)  # a failed capture_end leaves the side stream current
             raise RuntimeError(
                 "cuda_graph: capturing the chain failed. The potential must run without CPU synchronisation "
                 "(no .item(), .cpu(), printing tensors or data-dependent shapes) and without CPU tensors; "
@@ -179,9 +211,11 @@ class CapturedChain:
 
 def run_captured(key: Hashable, chain: Callable[..., Outputs], inputs: Sequence[Tensor], *,
                  modules: Sequence[nn.Module] = (), generator: Optional[torch.Generator] = None,
-                 passes_per_run: int = 1) -> Outputs:
+                 lender: Optional[torch.Generator] = None, passes_per_run: int = 1) -> Outputs:
     """Replay the chain cached under ``key`` (captured on first use, or again when the modules' tensors moved).
 
+    ``generator``: the one ``chain`` draws from (None: the device's default generator), e.g. :func:`capture_generator`;
+    ``lender``: the caller's generator, whose state ``generator`` takes for the replay and hands back advanced.
     ``passes_per_run``: forward+backward passes in one run of ``chain`` (its steps), to size the warm-up.
     """
     global _warned_eviction
@@ -204,4 +238,9 @@ def run_captured(key: Hashable, chain: Callable[..., Outputs], inputs: Sequence[
                     "module or a function made once.", RuntimeWarning, stacklevel=3)
     else:
         _CACHE.move_to_end(full_key)
-    return entry(*inputs)
+    if lender is None or generator is None:
+        return entry(*inputs)
+    generator.set_state(lender.get_state())
+    outputs = entry(*inputs)
+    lender.set_state(generator.get_state())
+    return outputs

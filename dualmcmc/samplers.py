@@ -222,16 +222,18 @@ def _run_graphed(owner, make_potential, inputs, potential_key, steps, step_size,
     lo_hi = None if clamp is None else tuple(None if c is None else float(c) for c in clamp)
     key = (graphs.callable_identity(owner), potential_key, tuple((tuple(t.shape), t.dtype) for t in inputs),
            inputs[0].device, steps, float(step_size), float(noise_std), float(prior_precision), lo_hi,
-           None if generator is None else id(generator), bool(diagnostics))
+           generator is not None, bool(diagnostics))
+    # an explicit generator lends its state to the device's capture generator: one graph serves every generator
+    rng = None if generator is None else graphs.capture_generator(inputs[0].device)
 
     def chain(x: Tensor, *extras: Tensor) -> tuple:
         diag = ChainDiagnostics(steps=steps)
-        _run_ula(make_potential(*extras), x, steps, step_size, noise_std, prior_precision, clamp, generator, False,
+        _run_ula(make_potential(*extras), x, steps, step_size, noise_std, prior_precision, clamp, rng, False,
                  diagnostics, diag)
         return (x, *(getattr(diag, name) for name in _GRAPHED_FIELDS))
 
-    x, *fields = graphs.run_captured(key, chain, inputs, modules=graphs.modules_of(owner), generator=generator,
-                                     passes_per_run=steps)
+    x, *fields = graphs.run_captured(key, chain, inputs, modules=graphs.modules_of(owner), generator=rng,
+                                     lender=generator, passes_per_run=steps)
     return x, ChainDiagnostics(steps=steps, **dict(zip(_GRAPHED_FIELDS, fields)))
 
 

@@ -392,3 +392,46 @@ def test_graph_path_plumbing_for_the_latent_chain_takes_the_data_as_a_static_inp
 
 def linear_generator_energy(z):
     return linear_generator(z).sum(1)
+
+
+def test_graph_path_one_graph_serves_every_explicit_generator(graphs_on_cpu):
+    # Evaluations make a fresh generator each time: it lends its state to the capture generator, no new graph.
+    torch.manual_seed(9)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1), torch.nn.Flatten(0))
+    x0 = torch.randn(16, 2)
+    for seed in (3, 4):
+        eager_rng, graph_rng = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        eager, _ = langevin_data_chain(net, x0, 4, 0.1, 0.05, generator=eager_rng)
+        graphed, _ = langevin_data_chain(net, x0, 4, 0.1, 0.05, generator=graph_rng, cuda_graph=True)
+        assert torch.equal(graphed, eager)
+        assert torch.equal(graph_rng.get_state(), eager_rng.get_state())  # the lender's stream advanced as eager
+    assert EagerStandIn.made == 1
+
+
+def test_undoing_the_warm_up_keeps_a_kept_graph_able_to_backward():
+    # Dual-MCMC keeps x0 = G(z0) across the latent chain on G; the warm-up before a capture runs G for real and its
+    # BatchNorm statistics are restored afterwards, which must not bump the version counters x0's graph saved.
+    torch.manual_seed(10)
+    gen = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    x0 = gen(torch.randn(16, 4))
+    before = [b.clone() for b in gen.buffers()]
+    rng = torch.Generator().manual_seed(1)
+    state = rng.get_state()
+    with samplers.graphs.undone_afterwards([gen], rng):
+        for _ in range(3):
+            gen(torch.randn(16, 4, generator=rng))
+    assert all(torch.equal(a, b) for a, b in zip(before, gen.buffers()))
+    assert torch.equal(rng.get_state(), state)
+    x0.sum().backward()  # raised "modified by an inplace operation" when the restore bumped the counters
+
+
+@needs_cuda
+def test_cuda_graph_latent_chain_on_a_generator_whose_output_graph_is_kept():
+    torch.manual_seed(11)
+    gen = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(),
+                              torch.nn.Linear(16, 3)).cuda()
+    z0 = torch.randn(32, 4, device="cuda")
+    x0 = gen(z0)  # kept, as Dual-MCMC's errSample keeps it
+    langevin_latent_chain(gen, z0, torch.randn(32, 3, device="cuda"), 5, 0.1, 0.1, sigma=0.3, cuda_graph=True)
+    x0.sum().backward()
+    assert all(p.grad is not None for p in gen.parameters())
