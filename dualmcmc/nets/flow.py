@@ -5,7 +5,9 @@ ImageFlow (images, Glow-like, one scale): squeeze, [ActNorm, invertible 1x1 conv
 conditioner] x n_steps, unsqueeze. z always has the shape of x, so MCMC on z is MCMC on a space of x's size.
 
 Layers are stored in the data -> latent order. Each has ``inverse(x) -> (z, log|det dz/dx|)`` and
-``forward(z) -> (x, log|det dx/dz|)``. Conditioners end in a zero-initialised layer, so after ActNorm's
+``forward(z) -> (x, log|det dx/dz|)``, and ``push(z) -> x``, the map alone: ``Flow.forward`` uses it, so a chain
+through the flow (NT-EBM's) computes no log-determinant, in particular no slogdet, which a CUDA-graph capture may not
+take. Conditioners end in a zero-initialised layer, so after ActNorm's
 data-dependent initialisation a fresh flow is an affine standardisation of the data.
 """
 from __future__ import annotations
@@ -54,9 +56,11 @@ class ActNorm(nn.Module):
         log_det = -self.log_scale.sum() * self._pixels(x)
         return z, log_det.expand(x.shape[0])
 
+    def push(self, z: Tensor) -> Tensor:
+        return z * torch.exp(self.log_scale) + self.bias
+
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        x = z * torch.exp(self.log_scale) + self.bias
-        return x, (self.log_scale.sum() * self._pixels(z)).expand(z.shape[0])
+        return self.push(z), (self.log_scale.sum() * self._pixels(z)).expand(z.shape[0])
 
 
 class AffineCoupling(nn.Module):
@@ -78,6 +82,10 @@ class AffineCoupling(nn.Module):
         z = (x - shift) * torch.exp(-log_scale)
         return z, -_per_sample(log_scale)
 
+    def push(self, z: Tensor) -> Tensor:
+        log_scale, shift = self._scale_shift(z * self.mask)
+        return z * torch.exp(log_scale) + shift
+
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         log_scale, shift = self._scale_shift(z * self.mask)
         return z * torch.exp(log_scale) + shift, _per_sample(log_scale)
@@ -98,8 +106,11 @@ class InvertibleConv1x1(nn.Module):
         z = torch.einsum("ij,njhw->nihw", torch.linalg.inv(self.weight), x)
         return z, (-self._log_det(x)).expand(x.shape[0])
 
+    def push(self, z: Tensor) -> Tensor:
+        return torch.einsum("ij,njhw->nihw", self.weight, z)
+
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return torch.einsum("ij,njhw->nihw", self.weight, z), self._log_det(z).expand(z.shape[0])
+        return self.push(z), self._log_det(z).expand(z.shape[0])
 
 
 def _zero_last(net: nn.Sequential) -> nn.Sequential:
@@ -141,7 +152,11 @@ class Flow(nn.Module):
         return self._from_latent_space(h), log_det
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.forward_and_log_det(z)[0]
+        """x = g(z), without the log-determinant (see the module docstring)."""
+        h = self._to_latent_space(z)
+        for layer in reversed(self.layers):
+            h = layer.push(h)
+        return self._from_latent_space(h)
 
     def inverse(self, x: Tensor) -> Tensor:
         return self.inverse_and_log_det(x)[0]
