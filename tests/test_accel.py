@@ -19,15 +19,6 @@ warnings.filterwarnings("ignore", message="dualmcmc.ops", category=RuntimeWarnin
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_chains.py"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small ops on a shared 2-core machine run far faster single-threaded.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_mlp():
     torch.manual_seed(0)
     return MLPEnergy(2, 16, 2)

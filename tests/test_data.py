@@ -23,15 +23,6 @@ from dualmcmc.metrics import grid_log_density, grid_points, histogram_log_densit
 WITH_DENSITY = ANALYTIC_TOYS + NUMERICAL_TOYS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Shared 2-core machines: a second OpenMP thread that has to wait for a core makes the quadrature 40x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -13,14 +13,6 @@ from dualmcmc.data.digits import digits_split_indices
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---- digits -----------------------------------------------------------------------------------------------
 
 

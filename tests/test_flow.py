@@ -7,14 +7,6 @@ import torch
 from dualmcmc.nets.flow import ActNorm, ImageFlow, VectorFlow, make_flow
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def perturbed(flow, shape, seed=0):
     """A float64 flow whose ActNorm was initialised on shifted data and whose weights were moved off the identity."""
     torch.manual_seed(seed)

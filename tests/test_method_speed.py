@@ -28,14 +28,6 @@ MALA_KEY = {"dual_mcmc": "x_mala", "coopnets": "x_mala", "short_run": "x_mala", 
             "nt_ebm": "z_mala"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_data(n=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 2, generator=g)

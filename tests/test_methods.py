@@ -26,15 +26,6 @@ HAS_GENERATOR = {"dual_mcmc", "vae_mcmc", "nt_ebm", "coopnets"}  # nt_ebm: the f
 HAS_RECONSTRUCTION = {"dual_mcmc", "vae_mcmc"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small ops on a shared 2-core machine run far faster single-threaded.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_data(n=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     centers = torch.tensor([[2.0, 0.0], [-2.0, 0.0]])

@@ -15,14 +15,6 @@ from dualmcmc.metrics import digits_classifier, evaluate_images, frechet_distanc
 from dualmcmc.metrics.images import CLASSIFIER_FILE
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def shared_cache(tmp_path_factory):
     """One cache folder for the module, so the classifier trains once for all evaluate_images tests."""

@@ -11,14 +11,6 @@ from dualmcmc.nets import (ARCHS, ConvEncoder, ConvEnergy, ConvGenerator, MLPEne
                            ReferenceGenerator, build_nets, make_encoder, make_energy, make_generator, resolve_arch)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CI machine has 2 cores shared by several jobs
-    yield
-    torch.set_num_threads(previous)
-
-
 # ---- parameter counts, written from the layer definitions in methods.md §2.5 ------------------------------------
 def conv(k, cin, cout, bias=True):
     return k * k * cin * cout + (cout if bias else 0)

@@ -10,15 +10,6 @@ from dualmcmc.samplers import PersistentChains, langevin_data_chain, langevin_la
 warnings.filterwarnings("ignore", message="dualmcmc.ops", category=RuntimeWarning)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small ops on a shared 2-core machine run far faster single-threaded.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 MU = torch.tensor([1.0, -2.0], dtype=torch.float64)
 S = 0.5
 
