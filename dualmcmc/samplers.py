@@ -409,7 +409,10 @@ class PersistentChains:
     def state_dict(self) -> dict:
         return {"capacity": self.capacity, "reinit_fraction": self.reinit_fraction, "states": self.states}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, device: "torch.device | str | None" = None) -> None:
+        """Restore a :meth:`state_dict`; ``device``: where the states go (checkpoints are read onto the CPU, and
+        the chains must continue on the model's device)."""
         self.capacity = int(state["capacity"])
         self.reinit_fraction = float(state["reinit_fraction"])
-        self.states = state["states"]
+        states = state["states"]
+        self.states = states if states is None or device is None else states.to(device)

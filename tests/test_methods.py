@@ -399,6 +399,26 @@ def test_nt_ebm_loads_a_fitted_flow(tmp_path):
     missing = build_method("nt_ebm", {**TINY["nt_ebm"], "flow_checkpoint": str(tmp_path / "nope.pt")}, (2,))
     with pytest.raises(FileNotFoundError, match="flow_checkpoint"):
         missing.train_step(tiny_data())
+    # with flow_pretrain_iterations 0 the flow counts as fitted from the start: it must be loaded all the same
+    params = {**TINY["nt_ebm"], "flow_pretrain_iterations": 0, "flow_checkpoint": str(tmp_path / "flow.pt")}
+    method = build_method("nt_ebm", params, (2,))
+    method.train_step(tiny_data())
+    assert all(torch.equal(p, q) for p, q in zip(method.flow.parameters(), fitted.flow.parameters()))
+    assert method.extra_state()["flow_loaded"]
+    resumed = build_method("nt_ebm", params, (2,))
+    resumed.load_extra_state(method.extra_state())  # a resumed run keeps its checkpointed flow, no second read
+    assert resumed.flow_loaded
+
+
+def test_nt_ebm_data_space_potential_targets_the_push_forward_at_any_temperature(float64):
+    torch.manual_seed(1)
+    method = build_method("nt_ebm", {**TINY["nt_ebm"], "z_noise_std": 0.05}, (2,))  # T = (0.05 / 0.1)^2 = 0.25
+    for _ in range(3):
+        method.train_step(tiny_data(32).double())
+    x = tiny_data(12, seed=3).double()
+    with torch.no_grad():
+        from_potential = -method.data_space_potential(x) / method.temperature
+    torch.testing.assert_close(from_potential, method.log_prob_unnormalized(x), rtol=1e-10, atol=1e-10)
 
 
 def test_nt_ebm_options_mala_persistent_joint_flow():

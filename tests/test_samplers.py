@@ -182,6 +182,9 @@ def test_persistent_chains_draw_store_and_round_trip():
     restored = PersistentChains()
     restored.load_state_dict(buffer.state_dict())
     assert restored.capacity == 50 and torch.equal(restored.states, buffer.states)
+    elsewhere = PersistentChains()
+    elsewhere.load_state_dict(buffer.state_dict(), device="meta")  # checkpoints load onto the CPU; chains go on
+    assert elsewhere.states.device.type == "meta"                   # the model's device
     restored.reinit_fraction = 1.0
     fresh, _ = restored.draw(30, lambda k: torch.full((k, 2), 7.0))
     assert (fresh == 7.0).all()

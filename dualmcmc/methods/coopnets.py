@@ -38,6 +38,7 @@ class CoopNetsConfig(SpeedOptions):
         images; 0.05 is half the std of the narrowest toy modes.
       * lr_ebm 1e-3 (reference 0.007): for the MLP energy 0.007 oscillates.
       * latent_dim 8 (reference 100); MLP widths instead of the reference conv nets.
+      * one chain per data point of the batch (the reference runs M = 144 chains against batches of 100).
     """
 
     latent_dim: int = 8

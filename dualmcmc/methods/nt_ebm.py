@@ -109,6 +109,7 @@ class NTEBM(Method):
         }
         self.schedulers = exponential_schedulers(self.optimizers, c.lr_decay)
         self.chains = samplers.PersistentChains(c.buffer_size, c.reinit_fraction) if c.persistent else None
+        self.flow_loaded = False  # flow_checkpoint read in (extra_state: a resumed run does not read it again)
 
     @property
     def temperature(self) -> float:
@@ -146,14 +147,16 @@ class NTEBM(Method):
             diagnostics=diagnostics, cuda_graph=self.chain_cuda_graph(z0))
 
     def data_space_potential(self, x: Tensor) -> Tensor:
-        """U(x) = E(x) - T log q_flow(x): Langevin on x with this potential targets the same density as the latent
-        chain (at T = 1), the comparison benchmarks/mixing.py makes."""
-        return self.ebm(x) - self.temperature * self.flow.log_prob(x)
+        """U(x) = E(x) + ||g^-1(x)||^2/2 - T log|det dg^-1/dx|: Langevin on x at temperature T with this potential
+        targets the push-forward of the latent chain's target (= E(x) - log q_flow(x) + const at T = 1), the
+        comparison benchmarks/mixing.py makes."""
+        z, log_det = self.flow.inverse_and_log_det(x)
+        return self.ebm(x) + 0.5 * z.reshape(z.shape[0], -1).square().sum(1) - self.temperature * log_det
 
     # -- one iteration ------------------------------------------------------------------------------------------
     def train_step(self, x: Tensor) -> dict[str, float]:
         x = x.to(self.device)
-        if self.config.flow_checkpoint and not self.flow_fitted:
+        if self.config.flow_checkpoint and not self.flow_loaded:
             self.load_flow(self.config.flow_checkpoint)
         if not self.flow_fitted:
             return self.flow_step(x)
@@ -169,7 +172,8 @@ class NTEBM(Method):
         return {"energy_gap": 0.0, "flow_nll": float(loss.detach())}
 
     def ebm_step(self, x: Tensor) -> dict[str, float]:
-        """Phase 2: latent chains from N(0, I), pushed through the flow, are the EBM's negatives."""
+        """Phase 2: latent chains (persistent by default, else from N(0, I)), pushed through the flow, are the
+        EBM's negatives."""
         c = self.config
         if self.chains is not None:
             z0, slots = self.chains.draw(x.shape[0], self.latent_noise)
@@ -222,6 +226,7 @@ class NTEBM(Method):
                 raise ValueError(f"flow_checkpoint {str(source)!r} holds no flow (is it an nt_ebm run?)")
         self.flow.load_state_dict(state)
         self.flow_iterations_done.fill_(self.config.flow_pretrain_iterations)
+        self.flow_loaded = True
 
     # -- evaluation ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -245,12 +250,13 @@ class NTEBM(Method):
         return self.flow(self.latent_noise(n, generator))
 
     def extra_state(self) -> dict:
-        state = super().extra_state()
+        state = {**super().extra_state(), "flow_loaded": self.flow_loaded}
         if self.chains is not None:
             state["chains"] = self.chains.state_dict()
         return state
 
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
+        self.flow_loaded = bool(state.get("flow_loaded", self.flow_fitted))  # older checkpoints: loaded once fitted
         if self.chains is not None and "chains" in state:
-            self.chains.load_state_dict(state["chains"])
+            self.chains.load_state_dict(state["chains"], device=self.device)  # checkpoints load onto the CPU

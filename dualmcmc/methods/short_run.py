@@ -134,7 +134,8 @@ class ShortRun(Method):
         return -self.ebm(x.to(self.device)) / self.temperature
 
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        """Fresh short-run chains from noise (test_x_steps, else x_steps), as at training."""
+        """Fresh short-run chains from noise (test_x_steps, else x_steps): the training chains unless
+        ``persistent`` is on, whose training chains continue from a buffer instead."""
         x, _ = self.revise_x(self.noise_init(n, generator), self.config.test_x_steps, generator=generator)
         return x
 
@@ -147,4 +148,4 @@ class ShortRun(Method):
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
         if self.chains is not None and "chains" in state:
-            self.chains.load_state_dict(state["chains"])
+            self.chains.load_state_dict(state["chains"], device=self.device)  # checkpoints load onto the CPU

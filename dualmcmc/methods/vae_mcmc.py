@@ -33,7 +33,7 @@ class VAEMCMCConfig(SpeedOptions):
 
     Same as the reference (CIFAR-10 flags of jianwen-xie/CoopVAEBM main.py): x_steps 15, a noiseless chain
     (x_noise_std 0), w_lat 2 (KL weight; the reconstruction is a plain sum of squares), Adam beta1 0.5,
-    VAE lr 2e-4, order Langevin -> EBM -> VAE, the VAE trained on the revised samples only, learning rates
+    order Langevin -> EBM -> VAE, the VAE trained on the revised samples only, learning rates
     decayed by 0.98 every 20 epochs continuously (lr_decay = 0.98**(1/20) per epoch), no latent Langevin.
 
     Different from the reference, and why (as for CoopNets, whose chain this is):
