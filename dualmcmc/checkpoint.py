@@ -25,12 +25,19 @@ def atomic_write_bytes(path: "str | Path", write) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a run's files should read like any other file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: "str | Path", text: str) -> None:
@@ -51,20 +58,26 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def rng_states() -> dict:
-    """The states of every random stream training draws from: torch (CPU and CUDA), numpy, python."""
+def rng_states(device: "torch.device | None" = None) -> dict:
+    """The states of every random stream training draws from: torch (CPU, and ``device`` when it is a GPU), numpy,
+    python. Only the training GPU's stream: a resume may see other GPUs, or fewer."""
     states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and torch.device(device).type == "cuda":
+        states["cuda_device"] = torch.cuda.get_rng_state(device)
     return states
 
 
-def set_rng_states(states: dict) -> None:
+def set_rng_states(states: dict, device: "torch.device | None" = None) -> None:
     torch.set_rng_state(states["torch"].cpu())
     np.random.set_state(states["numpy"])
     random.setstate(states["python"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+    if device is not None and torch.device(device).type == "cuda":
+        if "cuda_device" in states:
+            torch.cuda.set_rng_state(states["cuda_device"].cpu(), device)
+        elif "cuda" in states:  # checkpoints before 2026-12: every visible GPU's state, by position
+            index = torch.device(device).index or 0
+            if index < len(states["cuda"]):
+                torch.cuda.set_rng_state(states["cuda"][index].cpu(), device)
 
 
 def method_state(method) -> dict:
@@ -96,7 +109,7 @@ def save_checkpoint(path: "str | Path", method, *, iteration: int, config: dict,
         "config": config,
         "data_shape": list(data_shape),
         "method": method_state(method),
-        "rng": rng_states(),
+        "rng": rng_states(next(method.parameters()).device),
         **extra,
     }
     atomic_write_bytes(path, lambda handle: torch.save(payload, handle))

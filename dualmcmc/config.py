@@ -68,6 +68,7 @@ SECTIONS = {"log": LogConfig, "guard": GuardConfig, "eval": EvalConfig}
 REQUIRED = ("method", "data")
 # Keys that define the model and its data: a run may only resume with the same values.
 IDENTITY_KEYS = ("method", "data", "n_data", "seed", "batch_size", "model")
+SPEED_KEYS = ("cuda_graph", "compile", "autocast", "channels_last")  # methods.base.SpeedOptions: not identity
 
 
 def load_config(source: "str | Path | dict | TrainConfig", overrides: Iterable[str] = ()) -> TrainConfig:
@@ -168,16 +169,55 @@ def resolve_model_params(method: str, params: dict) -> dict:
     for name, f in fields.items():
         if name in params:
             resolved[name] = _checked(f"model.{name}", params[name], hints[name])
+            if isinstance(resolved[name], tuple):
+                _check_pair(f"model.{name}", resolved[name], f.default, clamp=name.endswith("clamp"))
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             resolved[name] = default
     return _plain(resolved)
 
 
+def _check_pair(key: str, value: tuple, default: Any, clamp: bool) -> None:
+    """Tuple values: a clamp is [lo, hi] (numbers or null, lo < hi); others (betas) have their default's length, all
+    numbers. Checked here so that nothing of a run is touched before the error."""
+    length = 2 if clamp else len(default) if isinstance(default, tuple) else len(value)
+
+    def allowed(v: Any) -> bool:
+        return (clamp and v is None) or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+    if len(value) != length or not all(allowed(v) for v in value):
+        shape = "[lo, hi] (numbers, or null for no bound)" if clamp else f"a list of {length} numbers"
+        raise ConfigError(f"{key} must be {shape}, got {list(value)!r}")
+    if clamp and None not in value and not value[0] < value[1]:
+        raise ConfigError(f"{key} must have lo < hi, got {list(value)!r}")
+
+
 def identity(cfg: TrainConfig) -> dict:
-    """The keys that must match for a run directory to be resumed with ``cfg``."""
+    """The keys that must match for a run directory to be resumed with ``cfg``; the model's speed options
+    (SpeedOptions: cuda_graph, compile, autocast, channels_last) are left out, as they change no result: a GPU run
+    may go on without CUDA graphs on a CPU, for example."""
     full = cfg.to_dict()
-    return {k: full[k] for k in IDENTITY_KEYS}
+    out = {k: full[k] for k in IDENTITY_KEYS}
+    out["model"] = {k: v for k, v in out["model"].items() if k not in SPEED_KEYS}
+    return out
+
+
+def identity_changes(saved_config: dict, cfg: TrainConfig) -> list[str]:
+    """'key: saved -> now' for every identity key (model keys one by one) where ``cfg`` differs from a run's
+    saved config."""
+    now = identity(cfg)
+    saved = {k: saved_config.get(k) for k in now}
+    saved["model"] = {k: v for k, v in (saved["model"] or {}).items() if k not in SPEED_KEYS}
+    changes = []
+    for key in IDENTITY_KEYS:
+        if key == "model":
+            for name in sorted(set(saved["model"]) | set(now["model"])):
+                before, after = saved["model"].get(name, "(unset)"), now["model"].get(name, "(unset)")
+                if before != after:
+                    changes.append(f"model.{name}: {before!r} -> {after!r}")
+        elif saved[key] != now[key]:
+            changes.append(f"{key}: {saved[key]!r} -> {now[key]!r}")
+    return changes
 
 
 def default_out(cfg: TrainConfig) -> str:
@@ -245,7 +285,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value!r}")
     for key, value in non_negative.items():
-        if value < 0:
+        if not value >= 0:  # also NaN, which would silently switch a check off
             raise ConfigError(f"{key} must be >= 0, got {value!r}")
     if cfg.guard.max_recoveries < 0:
         raise ConfigError(f"guard.max_recoveries must be >= 0, got {cfg.guard.max_recoveries!r}")

@@ -62,11 +62,17 @@ def setup(device: torch.device) -> torch.device:
 _FINISH_GROUP = None
 
 
+def wait_for_main() -> None:
+    """Every rank waits until rank 0 is done with its pictures or scores, on a CPU group with a long timeout (an
+    evaluation can outlast NCCL's, which the others would otherwise spend in the next collective)."""
+    if active() and _FINISH_GROUP is not None:
+        dist.barrier(group=_FINISH_GROUP)
+
+
 def finish() -> None:
     """Every rank waits until rank 0 has drawn its pictures and written its scores, so all ranks leave together
     (a rank tearing down its process group while a peer still holds it can abort)."""
-    if active() and _FINISH_GROUP is not None:
-        dist.barrier(group=_FINISH_GROUP)
+    wait_for_main()
 
 
 def cleanup() -> None:

@@ -23,7 +23,7 @@ import torch
 
 from . import checkpoint as ckpt
 from . import distributed
-from .config import ConfigError, TrainConfig, default_out, identity, load_config
+from .config import ConfigError, TrainConfig, default_out, identity_changes, load_config
 from .data import load_dataset, to_model_range
 from .methods import Method, build_method
 from .run import evaluate_method, render_pictures, resolve_device, save_config
@@ -59,7 +59,7 @@ def _train(cfg: TrainConfig, fresh: bool) -> Path:
     try:
         method = build_method(cfg.method, cfg.model, data_shape).to(device)
         method.check_device(device)  # e.g. cuda_graph on a CPU run: say so before anything is written
-    except ValueError as err:  # a model value the method rejects (e.g. z_likelihood, x_ref_sigma)
+    except (ValueError, TypeError) as err:  # a model value the method rejects (e.g. z_likelihood, x_ref_sigma)
         raise ConfigError(f"model: {err}") from None
     batches = BatchSampler(len(data), cfg.batch_size, seed=cfg.seed)  # the global batch; each rank takes a shard
     distributed.per_rank_batch(cfg.batch_size)
@@ -76,6 +76,8 @@ def _train(cfg: TrainConfig, fresh: bool) -> Path:
     distributed.barrier()  # every rank has looked before rank 0 writes the first checkpoint below
     if resuming:
         start, window, recoveries = resume(checkpoint_path, cfg, method, batches)
+        if main:
+            keep_recoveries(run_dir, recoveries)  # a recovery after the checkpoint is replayed, not logged twice
     distributed.broadcast_state(method)  # torchrun: every rank starts from rank 0's model
     distributed.average_gradients_before_steps(method.optimizers.values())
     if distributed.active():  # equal models, different chains on each rank
@@ -124,12 +126,16 @@ def _train(cfg: TrainConfig, fresh: bool) -> Path:
                 if progress is not None:
                     progress.set_postfix(gap=f"{means['energy_gap']:.3g}", refresh=False)
                 window = {}
-            if main and cfg.log.image_every and iteration % cfg.log.image_every == 0 and iteration != cfg.iterations:
-                with isolated_rng(device):
-                    render_pictures(method, data, cfg, run_dir, iteration)
-            if main and cfg.log.eval_every and iteration % cfg.log.eval_every == 0 and iteration != cfg.iterations:
-                with isolated_rng(device):
-                    logger.log(iteration, {f"eval/{k}": v for k, v in evaluate_method(method, cfg).items()})
+            pictures_due = cfg.log.image_every and iteration % cfg.log.image_every == 0
+            eval_due = cfg.log.eval_every and iteration % cfg.log.eval_every == 0
+            if (pictures_due or eval_due) and iteration != cfg.iterations:
+                if main:
+                    with isolated(method, device):
+                        if pictures_due:
+                            render_pictures(method, data, cfg, run_dir, iteration)
+                        if eval_due:
+                            logger.log(iteration, {f"eval/{k}": v for k, v in evaluate_method(method, cfg).items()})
+                distributed.wait_for_main()  # torchrun: the others wait on a CPU group, not in NCCL's next collective
             if checkpoint_due:
                 save(checkpoint_path, method, iteration, cfg, data_shape, batches, window, recoveries)
             if progress is not None:
@@ -142,7 +148,7 @@ def _train(cfg: TrainConfig, fresh: bool) -> Path:
         distributed.check_parameters_agree(method)  # torchrun: every rank must hold the same model
         if not main:
             return run_dir
-        with isolated_rng(device):
+        with isolated(method, device):
             render_pictures(method, data, cfg, run_dir, cfg.iterations)
             scores = evaluate_method(method, cfg)
         summary = {"iteration": cfg.iterations, "n_samples": cfg.eval.n_samples, "resolution": cfg.eval.resolution}
@@ -259,22 +265,30 @@ def recover(run_dir: Path, cfg: TrainConfig, method: Method, batches: BatchSampl
     return back_to, window
 
 
+def keep_recoveries(run_dir: Path, count: int) -> None:
+    """Trim recoveries.json to the first ``count`` events, those the checkpoint being resumed had been through."""
+    log_path = run_dir / "recoveries.json"
+    if log_path.exists():
+        events = json.loads(log_path.read_text())
+        if len(events) > count:
+            ckpt.atomic_write_text(log_path, json.dumps(events[:count], indent=2) + "\n")
+
+
 def resume(path: Path, cfg: TrainConfig, method: Method, batches: BatchSampler) -> tuple[int, dict, int]:
     """Load a run's checkpoint into ``method`` and ``batches``; returns the iteration it reached, the losses logged
     since the last metrics line (so the next line averages the same iterations) and the recoveries so far."""
     state = ckpt.load_checkpoint(path, map_location="cpu")
-    saved = {k: state["config"][k] for k in identity(cfg)}
-    changed = sorted(k for k, v in identity(cfg).items() if saved.get(k) != v)
+    changed = identity_changes(state["config"], cfg)
     if changed:
         raise ConfigError(
-            f"{path.parent} holds a run with different {changed}; train into another directory "
+            f"{path.parent} holds a run with different {', '.join(changed)}; train into another directory "
             f"(--set out=...) or start over there with --fresh")
     if state["iteration"] > cfg.iterations:
         raise ConfigError(f"{path.parent} is already at iteration {state['iteration']} > iterations = "
                           f"{cfg.iterations}; raise iterations to continue it, or use --fresh")
     ckpt.load_method_state(method, state["method"])
     batches.load_state_dict(state["batches"])
-    ckpt.set_rng_states(state["rng"])
+    ckpt.set_rng_states(state["rng"], method.device)
     return int(state["iteration"]), state.get("log_window", {}), int(state.get("recoveries", 0))
 
 
@@ -338,19 +352,27 @@ def clear_run(run_dir: Path) -> None:
     """What a previous run left in ``run_dir`` (for --fresh): checkpoint, logs, pictures, scores."""
     import shutil
 
-    for name in (ckpt.CHECKPOINT_NAME, "diverged.json", "eval.json", "metrics.jsonl"):
+    for name in (ckpt.CHECKPOINT_NAME, "diverged.json", "eval.json", "metrics.jsonl", "recoveries.json"):
         (run_dir / name).unlink(missing_ok=True)
     for name in ("tb", "images"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
 @contextmanager
-def isolated_rng(device: torch.device):
-    """Pictures and evaluations draw random numbers without moving the training's streams, so a run's numbers do
-    not depend on how often it draws pictures."""
+def isolated(method: Method, device: torch.device):
+    """Pictures and evaluations leave no trace on training: they draw random numbers without moving the training's
+    streams, and the buffers their forward passes update in training mode (BatchNorm statistics, spectral-norm
+    power iterations) are put back, so a run's numbers do not depend on how often it draws pictures."""
     devices = [device] if device.type == "cuda" else []
+    buffers = list(method.buffers())
+    saved = [b.clone() for b in buffers]
     with torch.random.fork_rng(devices=devices):
-        yield
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for buffer, value in zip(buffers, saved):
+                    buffer.data.copy_(value)  # through .data: no autograd version bump, as eager BatchNorm
 
 
 def _progress_bar(cfg: TrainConfig, start: int):

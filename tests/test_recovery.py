@@ -124,3 +124,30 @@ def test_the_recovery_line_in_the_metrics_names_the_reason(tmp_path, monkeypatch
                                                               "progress": False, "tensorboard": True}))
     [line] = [line for line in read_metrics(run_dir) if "recovery" in line]
     assert line["iteration"] == 5 and line["recovery"] == 1 and "non-finite" in line["reason"]
+
+
+def test_fresh_forgets_old_recoveries_and_a_resume_keeps_only_those_of_its_checkpoint(tmp_path, monkeypatch):
+    diverge_at(monkeypatch, {5})
+    run_dir = train(small_config(tmp_path, iterations=6))
+    log_path = run_dir / "recoveries.json"
+    events = json.loads(log_path.read_text())
+    assert len(events) == 1
+    # a run killed after a second recovery but before its next checkpoint: that event is replayed on resume
+    log_path.write_text(json.dumps(events + [dict(events[0], recovery=2, iteration=7)]))
+    monkeypatch.undo()
+    train(small_config(tmp_path, iterations=8))
+    assert [e["recovery"] for e in json.loads(log_path.read_text())] == [1]
+    train(small_config(tmp_path, iterations=3), fresh=True)
+    assert not log_path.exists()
+
+
+def test_run_files_are_readable_by_others_as_the_umask_allows(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        run_dir = train(small_config(tmp_path, iterations=3))
+    finally:
+        os.umask(old)
+    for name in ("checkpoint.pt", "config.yaml", "metrics.jsonl", "eval.json"):
+        assert (run_dir / name).stat().st_mode & 0o777 == 0o644, name

@@ -98,6 +98,21 @@ def test_pictures_and_evaluations_do_not_change_the_training(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
+def test_pictures_do_not_change_batchnorm_statistics_of_image_nets(tmp_path):
+    # conv generator with BatchNorm: drawing sample grids runs it in training mode; its statistics are put back
+    model = {"ebm_hidden": 8, "generator_hidden": 8, "encoder_hidden": 8, "latent_dim": 4, "x_steps": 2, "z_steps": 2}
+    common = dict(data="digits", batch_size=20, iterations=4, model=model, eval={"n_samples": 20})
+    quiet = train(small_config(tmp_path, out=str(tmp_path / "quiet"), **common))
+    busy = train(small_config(tmp_path, out=str(tmp_path / "busy"), **common,
+                              log={"log_every": 2, "image_every": 1, "checkpoint_every": 3, "progress": False,
+                                   "tensorboard": False}))
+    a = ckpt.load_checkpoint(quiet / "checkpoint.pt")["method"]["model"]
+    b = ckpt.load_checkpoint(busy / "checkpoint.pt")["method"]["model"]
+    assert any("running_mean" in key for key in a)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
 def test_fresh_clears_the_previous_run(tmp_path):
     run_dir = train(small_config(tmp_path, log={"log_every": 2, "image_every": 3, "checkpoint_every": 3,
                                                  "progress": False, "tensorboard": False}))
@@ -126,9 +141,22 @@ def test_training_a_finished_run_further_continues_it(tmp_path):
 
 def test_resume_refuses_a_run_with_another_model(tmp_path):
     train(small_config(tmp_path, iterations=3))
-    with pytest.raises(ConfigError, match=r"different \['model'\].*--fresh"):
+    with pytest.raises(ConfigError, match=r"different model.x_steps: 3 -> 4; .*--fresh"):
         train(small_config(tmp_path, model={**SMALL_MODEL, "x_steps": 4}))
+    # the speed options change no result: a run may go on with other ones (a GPU run on a CPU, say)
+    train(small_config(tmp_path, iterations=4, model={**SMALL_MODEL, "autocast": "bf16"}))
     train(small_config(tmp_path, model={**SMALL_MODEL, "x_steps": 4}), fresh=True)
+
+
+def test_bad_pairs_in_the_model_are_refused_before_the_run_is_touched(tmp_path):
+    run_dir = train(small_config(tmp_path, iterations=3))
+    before = (run_dir / "checkpoint.pt").read_bytes()
+    for key, value, message in (("betas", [0.9], r"model.betas must be a list of 2 numbers"),
+                                ("x_clamp", [0, 1, 2], r"model.x_clamp must be \[lo, hi\]"),
+                                ("x_clamp", [1, -1], r"model.x_clamp must have lo < hi")):
+        with pytest.raises(ConfigError, match=message):
+            train(small_config(tmp_path, model={**SMALL_MODEL, key: value}), fresh=True)
+    assert (run_dir / "checkpoint.pt").read_bytes() == before and (run_dir / "eval.json").exists()
 
 
 def test_same_seed_same_run(tmp_path):
