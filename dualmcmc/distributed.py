@@ -47,19 +47,24 @@ def is_main() -> bool:
 
 
 def setup(device: torch.device) -> torch.device:
-    """Join the process group when launched by torchrun; returns this rank's device (cuda:LOCAL_RANK on GPUs)."""
-    if world_size() <= 1 or active():
+    """Join the process group when launched by torchrun (or use the caller's, when one is set up already); returns
+    this rank's device (cuda:LOCAL_RANK on GPUs)."""
+    global _FINISH_GROUP, _CREATED_GROUP
+    if world_size() <= 1 and not active():
         return device
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    global _FINISH_GROUP  # a CPU group that may wait long: rank 0's final evaluation can outlast NCCL's timeout
+    _CREATED_GROUP = not active()
+    if _CREATED_GROUP:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    # a CPU group that may wait long: rank 0's pictures and evaluations can outlast NCCL's timeout
     _FINISH_GROUP = dist.new_group(backend="gloo", timeout=datetime.timedelta(hours=24))
     return device
 
 
 _FINISH_GROUP = None
+_CREATED_GROUP = False  # whether setup() made the default group (then cleanup() destroys it; else only ours)
 
 
 def wait_for_main() -> None:
@@ -76,10 +81,14 @@ def finish() -> None:
 
 
 def cleanup() -> None:
-    global _FINISH_GROUP
+    """Leave what setup() joined: the whole group if it made it, else only its own CPU group."""
+    global _FINISH_GROUP, _CREATED_GROUP
     if active():
-        dist.destroy_process_group()
-    _FINISH_GROUP = None
+        if _CREATED_GROUP:
+            dist.destroy_process_group()
+        elif _FINISH_GROUP is not None:
+            dist.destroy_process_group(_FINISH_GROUP)
+    _FINISH_GROUP, _CREATED_GROUP = None, False
 
 
 def barrier() -> None:

@@ -96,6 +96,7 @@ def _train(cfg: TrainConfig, fresh: bool) -> Path:
     progress = _progress_bar(cfg, start) if main else None
     try:
         t_start, iteration = time.perf_counter(), start
+        timed_from = start  # the iteration t_start belongs to (a recovery restarts the clock at its rollback)
         while iteration < cfg.iterations:
             iteration += 1
             batch_index, epoch_done = batches.next()
@@ -112,6 +113,7 @@ def _train(cfg: TrainConfig, fresh: bool) -> Path:
                     stop_diverged(run_dir, iteration, problem, losses, logger, progress)
                 recoveries += 1
                 iteration, window = recover(run_dir, cfg, method, batches, iteration, problem, recoveries, logger)
+                t_start, timed_from = time.perf_counter(), iteration
                 if progress is not None:
                     progress.reset(total=cfg.iterations)
                     progress.update(iteration)
@@ -121,7 +123,7 @@ def _train(cfg: TrainConfig, fresh: bool) -> Path:
 
             if iteration % cfg.log.log_every == 0 or iteration == cfg.iterations:
                 means = {k: float(np.mean(v)) for k, v in window.items()}
-                means["seconds_per_iteration"] = (time.perf_counter() - t_start) / max(iteration - start, 1)
+                means["seconds_per_iteration"] = (time.perf_counter() - t_start) / max(iteration - timed_from, 1)
                 logger.log(iteration, means)
                 if progress is not None:
                     progress.set_postfix(gap=f"{means['energy_gap']:.3g}", refresh=False)
@@ -252,8 +254,9 @@ def recover(run_dir: Path, cfg: TrainConfig, method: Method, batches: BatchSampl
     torch.manual_seed(cfg.seed + 1_000_003 * recoveries + 7919 * distributed.rank())
     event = {"recovery": recoveries, "iteration": iteration, "rolled_back_to": back_to, "reason": problem,
              "backoff_scale": method.backoff_scale}
-    logger.log(iteration, {"recovery": recoveries, "rolled_back_to": back_to, "backoff_scale": method.backoff_scale,
-                           "reason": problem})
+    logger.rewind(back_to)  # the iterations after the checkpoint are run again: their lines would be duplicates
+    logger.log(back_to, {"recovery": recoveries, "diverged_at": iteration, "backoff_scale": method.backoff_scale,
+                         "reason": problem})
     if not distributed.is_main():
         return back_to, window
     log_path = run_dir / "recoveries.json"
@@ -298,6 +301,9 @@ class NoLogger:
     def log(self, iteration: int, values: dict) -> None:
         pass
 
+    def rewind(self, iteration: int) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -309,21 +315,29 @@ class MetricsLogger:
     """
 
     def __init__(self, run_dir: Path, tensorboard: bool, resume_at: int):
-        self.path = run_dir / "metrics.jsonl"
+        self.path, self.tb_dir, self.tensorboard = run_dir / "metrics.jsonl", run_dir / "tb", tensorboard
+        self.file, self.writer = None, None
+        self._open(resume_at)
+
+    def _open(self, resume_at: int) -> None:
         kept = []
         if resume_at and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if _iteration_of(line) is not None and _iteration_of(line) <= resume_at]
         ckpt.atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         self.file = open(self.path, "a", buffering=1)
-        self.writer = None
-        if tensorboard:
+        if self.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=resume_at + 1 if resume_at else None)
+                self.writer = SummaryWriter(str(self.tb_dir), purge_step=resume_at + 1 if resume_at else None)
             except ImportError:  # tensorboard is optional: JSON lines are always written
                 self.writer = None
+
+    def rewind(self, iteration: int) -> None:
+        """Drop what was logged after ``iteration`` (a recovery rolled back there), in both logs."""
+        self.close()
+        self._open(iteration)
 
     def log(self, iteration: int, values: dict[str, float]) -> None:
         self.file.write(json.dumps({"iteration": iteration, **values}) + "\n")
@@ -333,7 +347,7 @@ class MetricsLogger:
                     self.writer.add_scalar(key, value, iteration)
 
     def close(self) -> None:
-        if not self.file.closed:
+        if self.file is not None and not self.file.closed:
             self.file.close()
         if self.writer is not None:
             self.writer.close()

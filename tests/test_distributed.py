@@ -40,7 +40,7 @@ def test_two_processes_end_with_identical_parameters_and_rank_0_writes(tmp_path)
     # 3 iterations, then a second torchrun resumes the run to 6: every rank loads the checkpoint
     first = torchrun(tmp_path, "iterations=3")
     assert first.returncode == 0, first.stderr[-3000:]
-    result = torchrun(tmp_path)
+    result = torchrun(tmp_path, "log.eval_every=2")  # rank 0 evaluates mid-run while the other waits for it
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming at iteration 3" in result.stderr and "2 processes" in result.stderr
     # the shards and chains differ between ranks, so equal models mean the gradients were averaged
@@ -49,8 +49,11 @@ def test_two_processes_end_with_identical_parameters_and_rank_0_writes(tmp_path)
     state = ckpt.load_checkpoint(run_dir / "checkpoint.pt")
     assert state["iteration"] == 6
     assert all(torch.isfinite(v).all() for v in state["method"]["model"].values() if v.is_floating_point())
-    iterations = [json.loads(line)["iteration"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert iterations == sorted(iterations) and len([i for i in iterations if i == 4]) == 1  # one writer
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    iterations = [line["iteration"] for line in lines]
+    assert iterations == sorted(iterations)
+    assert len([line for line in lines if line["iteration"] == 4 and "energy_gap" in line]) == 1  # one writer
+    assert any("eval/grid_kl" in line for line in lines if line["iteration"] == 4)  # the mid-run evaluation
     assert (run_dir / "eval.json").exists()
     assert result.stdout.strip() == str(run_dir)  # the run directory, printed once (rank 0)
 

@@ -48,7 +48,10 @@ def test_a_divergence_rolls_back_slows_down_and_finishes(tmp_path, monkeypatch):
     lr = state["method"]["optimizers"]["ebm"]["param_groups"][0]["lr"]
     assert lr == pytest.approx(1e-4 * 0.5 * 0.998 ** 0, rel=1e-6)  # no epoch ended in 10 batches of 32 from 512
     assert state["method"]["extra"]["backoff_scale"] == 0.5
-    assert any(line.get("recovery") == 1 for line in read_metrics(run_dir))
+    lines = read_metrics(run_dir)
+    assert any(line.get("recovery") == 1 and line["diverged_at"] == 5 for line in lines)
+    logged = [line["iteration"] for line in lines if "energy_gap" in line]  # no line twice after the rollback
+    assert logged == sorted(set(logged))
     assert (run_dir / "eval.json").exists() and not (run_dir / "diverged.json").exists()
 
 
@@ -123,7 +126,7 @@ def test_the_recovery_line_in_the_metrics_names_the_reason(tmp_path, monkeypatch
     run_dir = train(small_config(tmp_path, iterations=6, log={"log_every": 2, "image_every": 0, "checkpoint_every": 3,
                                                               "progress": False, "tensorboard": True}))
     [line] = [line for line in read_metrics(run_dir) if "recovery" in line]
-    assert line["iteration"] == 5 and line["recovery"] == 1 and "non-finite" in line["reason"]
+    assert line["iteration"] == 3 and line["diverged_at"] == 5 and line["recovery"] == 1 and "non-finite" in line["reason"]
 
 
 def test_fresh_forgets_old_recoveries_and_a_resume_keeps_only_those_of_its_checkpoint(tmp_path, monkeypatch):
