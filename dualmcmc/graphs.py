@@ -40,6 +40,8 @@ from typing import Callable, Hashable, Iterator, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from ._buffers import buffers_restored
+
 __all__ = ["CapturedChain", "cache_size", "callable_identity", "capture_generator", "clear_cache", "modules_of",
            "run_captured", "undone_afterwards",
            "CAPTURE_ERROR_MODE", "MAX_CACHED_GRAPHS"]
@@ -103,14 +105,6 @@ def modules_of(fn: Callable, _depth: int = 0) -> list[nn.Module]:
     return list(unique.values())
 
 
-def _buffers(modules: Sequence[nn.Module]) -> list[Tensor]:
-    unique: dict[int, Tensor] = {}
-    for module in modules:
-        for buffer in module.buffers():
-            unique[id(buffer)] = buffer
-    return list(unique.values())
-
-
 def _address_signature(modules: Sequence[nn.Module]) -> tuple[int, ...]:
     """Where every parameter and buffer lives: a change means a captured graph would read stale memory."""
     return tuple(t.data_ptr() for m in modules for t in (*m.parameters(), *m.buffers()))
@@ -125,21 +119,13 @@ def _context_key(modules: Sequence[nn.Module]) -> tuple:
 
 @contextlib.contextmanager
 def undone_afterwards(modules: Sequence[nn.Module], rng: torch.Generator) -> Iterator[None]:
-    """Restore the modules' buffers and ``rng``'s state on exit (after the warm-up and capture).
-
-    The buffers are written through ``.data`` so that their autograd version counters stay as they were: eager
-    BatchNorm updates its running statistics without bumping them, and a graph built before the capture that saved
-    them (Dual-MCMC keeps x0 = G(z0) across the latent chain on G) must still be able to backward.
-    """
+    """Restore the modules' buffers (without bumping their version counters: :func:`buffers_restored`) and
+    ``rng``'s state on exit, after the warm-up and capture."""
     rng_state = rng.get_state()
-    buffers = _buffers(modules)
-    saved = [b.clone() for b in buffers]
     try:
-        yield
+        with buffers_restored(modules):
+            yield
     finally:
-        with torch.no_grad():
-            for buffer, value in zip(buffers, saved):
-                buffer.data.copy_(value)
         rng.set_state(rng_state)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
+from ._buffers import buffers_restored
 from . import distributed
 from .config import ConfigError, TrainConfig, default_out, identity_changes, load_config
 from .data import load_dataset, to_model_range
@@ -378,15 +379,8 @@ def isolated(method: Method, device: torch.device):
     streams, and the buffers their forward passes update in training mode (BatchNorm statistics, spectral-norm
     power iterations) are put back, so a run's numbers do not depend on how often it draws pictures."""
     devices = [device] if device.type == "cuda" else []
-    buffers = list(method.buffers())
-    saved = [b.clone() for b in buffers]
-    with torch.random.fork_rng(devices=devices):
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for buffer, value in zip(buffers, saved):
-                    buffer.data.copy_(value)  # through .data: no autograd version bump, as eager BatchNorm
+    with torch.random.fork_rng(devices=devices), buffers_restored([method]):
+        yield
 
 
 def _progress_bar(cfg: TrainConfig, start: int):
