@@ -47,6 +47,7 @@ def check_speed_options(config: Any) -> None:
         if getattr(config, "explicit_noise", False):
             raise ValueError("cuda_graph: true needs the op's own (graph-safe) noise: set explicit_noise: false")
 
+
 class Method(nn.Module):
     """One learning method. Subclasses set ``name`` and ``Config`` (a dataclass) and build their nets.
 
