@@ -199,3 +199,16 @@ def test_compiled_conv_iteration_with_batchnorm_matches_eager():
     # Adam (betas (0, 0.9)) turns float-rounding differences of a near-zero gradient into steps of up to lr (3e-4)
     for (key, a), b in zip(plain.state_dict().items(), fast.state_dict().values()):
         torch.testing.assert_close(b, a, atol=1e-3, rtol=1e-3, msg=key)
+
+
+def test_the_fast_chains_example_runs(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "fast_chains.py"
+    spec = importlib.util.spec_from_file_location("fast_chains", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.main(["--iterations", "2"])
+    out = capsys.readouterr().out
+    assert "plain:" in out and "fast {'autocast': 'bf16'" in out
