@@ -212,3 +212,58 @@ def test_the_fast_chains_example_runs(capsys):
     example.main(["--iterations", "2"])
     out = capsys.readouterr().out
     assert "plain:" in out and "fast {'autocast': 'bf16'" in out
+
+
+# ---- the methods' graph path on CPU: a stand-in for the capture that runs the same warm-up and undoes it ----
+class WarmedStandIn:
+    """graphs.CapturedChain without CUDA: the warm-up runs for real and is undone as before a capture
+    (graphs.undone_afterwards), then every call runs the chain on the static inputs, as a replay would."""
+
+    def __init__(self, chain, inputs, *, modules=(), generator=None, warmup_runs=1):
+        self.chain, self.signature = chain, graphs._address_signature(modules)
+        self.static_inputs = [t.detach().clone() for t in inputs]
+        rng = generator if generator is not None else torch.default_generator
+        with torch.no_grad(), graphs.undone_afterwards(modules, rng):
+            for _ in range(warmup_runs):
+                chain(*[t.clone() for t in self.static_inputs])
+
+    def __call__(self, *inputs):
+        with torch.no_grad():
+            for static, given in zip(self.static_inputs, inputs):
+                static.copy_(given)
+            return tuple(None if out is None else out.clone() for out in self.chain(*self.static_inputs))
+
+
+@pytest.fixture
+def graph_path_on_cpu(monkeypatch):
+    from dualmcmc import samplers
+    from dualmcmc.methods.base import Method
+
+    monkeypatch.setattr(graphs, "CapturedChain", WarmedStandIn)
+    monkeypatch.setattr(samplers, "_check_graphable", lambda *args: None)
+    monkeypatch.setattr(Method, "check_device", lambda self, device: None)
+    graphs.clear_cache()
+    yield
+    graphs.clear_cache()
+
+
+@pytest.mark.parametrize("name, shape", [("dual_mcmc", (1, 8, 8)), ("dual_mcmc", (2,)), ("nt_ebm", (2,)),
+                                         ("short_run", (2,))])
+def test_the_methods_graph_path_equals_eager_with_its_warm_up_undone(graph_path_on_cpu, name, shape):
+    # (1, 8, 8): conv nets, a BatchNorm generator whose kept x0 = G(z0) graph must survive the undone warm-up
+    plain, fast = twin(name, shape, cuda_graph=True)
+    data = torch.rand(8, *shape, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    for _ in range(2):
+        torch.manual_seed(5)
+        want = plain.train_step(data)
+        torch.manual_seed(5)
+        got = fast.train_step(data)
+        assert got == want
+    for (key, a), b in zip(plain.state_dict().items(), fast.state_dict().values()):
+        assert torch.equal(a, b), key
+    assert graphs.cache_size() >= 1
+    # evaluation draws with a fresh generator each time: the same samples, and no new graph
+    samples = [m.sample(6, generator=torch.Generator().manual_seed(1)) for m in (plain, fast)]
+    before = graphs.cache_size()
+    again = fast.sample(6, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(samples[0], samples[1]) and torch.equal(again, samples[1]) and graphs.cache_size() == before
