@@ -388,7 +388,8 @@ class PersistentChains:
         self.states: Optional[Tensor] = None
 
     def draw(self, n: int, init_fn: Callable[[int], Tensor], generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
-        """(x, slots): ``n`` states to continue and the buffer slots they came from."""
+        """(x, slots): ``n`` states to continue and the buffer slots they came from, drawn with replacement (``n``
+        may exceed the capacity; a slot drawn twice keeps one of its two end states)."""
         if self.states is None:
             self.states = init_fn(self.capacity).detach().clone()
         slots = torch.randint(self.capacity, (n,), generator=generator)
