@@ -10,6 +10,7 @@ from dualmcmc import graphs
 from dualmcmc.accel import FastForward
 from dualmcmc.methods import METHODS, build_method
 from dualmcmc.methods.base import SpeedOptions
+from test_samplers import EagerStandIn
 
 warnings.filterwarnings("ignore", message="dualmcmc.ops", category=RuntimeWarning)
 
@@ -215,23 +216,16 @@ def test_the_fast_chains_example_runs(capsys):
 
 
 # ---- the methods' graph path on CPU: a stand-in for the capture that runs the same warm-up and undoes it ----
-class WarmedStandIn:
+class WarmedStandIn(EagerStandIn):
     """graphs.CapturedChain without CUDA: the warm-up runs for real and is undone as before a capture
     (graphs.undone_afterwards), then every call runs the chain on the static inputs, as a replay would."""
 
     def __init__(self, chain, inputs, *, modules=(), generator=None, warmup_runs=1):
-        self.chain, self.signature = chain, graphs._address_signature(modules)
-        self.static_inputs = [t.detach().clone() for t in inputs]
+        super().__init__(chain, inputs, modules=modules)
         rng = generator if generator is not None else torch.default_generator
         with torch.no_grad(), graphs.undone_afterwards(modules, rng):
             for _ in range(warmup_runs):
                 chain(*[t.clone() for t in self.static_inputs])
-
-    def __call__(self, *inputs):
-        with torch.no_grad():
-            for static, given in zip(self.static_inputs, inputs):
-                static.copy_(given)
-            return tuple(None if out is None else out.clone() for out in self.chain(*self.static_inputs))
 
 
 @pytest.fixture
