@@ -19,8 +19,8 @@ launched as one unit on every later call. The recipe is PyTorch's "whole network
 
 The cache keeps one graph per key (the samplers' key: potential identity, shapes, dtypes, device, steps, step
 sizes, prior, clamp, whether a generator is given (it lends its state to :func:`capture_generator`, so a fresh
-generator per call needs no new graph); plus, added here, the train/eval flags of the modules behind the potential and the
-autocast state). A graph holds the addresses of the parameters and buffers it read. Optimizer steps and
+generator per call needs no new graph); plus, added here, the train/eval flags of the modules behind the potential
+and the autocast state). A graph holds the addresses of the parameters and buffers it read. Optimizer steps and
 ``load_state_dict`` write into those tensors in place, so replays see the new values. Replacing the tensors
 (``module.to(...)``, ``param.data = ...``, a new module object) would leave a graph reading stale memory: for the
 modules the cache can see (:func:`modules_of`) it notices the new addresses and captures again; for modules it

@@ -146,7 +146,7 @@ def run_langevin_chain(
             calls ``torch.randn_like``. MALA always draws explicitly (the proposal density needs the noise).
         diagnostics: compute the per-chain diagnostics (costs norms and, without MALA, one extra forward).
         cuda_graph: capture the chain into a CUDA graph once per (potential, shape, dtype, device, steps, step
-            sizes, prior, clamp, generator) and replay it (:mod:`dualmcmc.graphs`); same result as the eager chain
+            sizes, prior, clamp, whether a generator is given) and replay it (:mod:`dualmcmc.graphs`); same result as the eager chain
             under the same seed. Needs a CUDA ``x0``; not with ``mala`` or ``explicit_noise`` (ValueError).
 
     Returns:
