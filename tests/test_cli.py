@@ -152,3 +152,16 @@ def test_a_run_trained_with_cuda_graph_loads_and_samples_without_a_gpu(trained_r
     method = dualmcmc.load_run(run_dir, device="cpu")
     assert method.config.cuda_graph is False and method.run_config.model["cuda_graph"] is True
     assert torch.isfinite(method.sample(10)).all()
+
+
+def test_rescore_benchmark_scores_a_run_with_other_sampling_settings(trained_run, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rescore", REPO / "benchmarks" / "rescore.py")
+    rescore = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rescore)
+    rescore.main([str(trained_run), "--n-samples", "50", "--resolution", "20", "--set", "test_x_steps=3"])
+    out = capsys.readouterr().out
+    assert "as trained: grid_kl" in out and "test_x_steps=3: grid_kl" in out and "generator / flow samples" in out
+    with pytest.raises(SystemExit, match="'bogus' is not a model key"):
+        rescore.main([str(trained_run), "--set", "bogus=1"])
