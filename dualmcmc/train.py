@@ -15,6 +15,7 @@ import random
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -46,123 +47,177 @@ def train(config: "str | Path | dict | TrainConfig", overrides: Iterable[str] = 
 
 
 def _train(cfg: TrainConfig, fresh: bool) -> Path:
+    run = start(cfg, fresh)
+    try:
+        while run.iteration < cfg.iterations:
+            run.iteration += 1
+            losses = step(run)
+            problem = guard(run, losses)
+            if problem:
+                recover(run, problem, losses)  # roll back and slow down, or stop (TrainingDiverged)
+                continue
+            log(run, losses)
+            pictures_and_evaluation(run)
+            if checkpoint_due(run):
+                save(run)
+            run.progress.update(1)
+        scores = finish(run)
+    finally:  # Ctrl-C or an error: flush what was logged
+        run.close()
+    if run.main:
+        print(f"dualmcmc: done; {_format_scores(scores)}; run in {run.run_dir}", file=sys.stderr)
+    return run.run_dir
+
+
+# -- the state of a run, and the phases of the loop ---------------------------------------------------------------
+@dataclass
+class Run:
+    """Everything the loop carries from one iteration to the next."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    main: bool  # rank 0 (or a single process): the one that writes files
+    data: torch.Tensor
+    method: Method
+    batches: "BatchSampler"
+    logger: "MetricsLogger | NoLogger" = None  # set by start(), once the run directory may be written
+    progress: "tqdm | NoProgress" = None  # the bar (rank 0 with log.progress), else the null one
+    iteration: int = 0  # the last iteration run (the checkpoint's, right after a resume or a recovery)
+    window: dict = field(default_factory=dict)  # the losses of the iterations since the last metrics line
+    recoveries: int = 0
+    t_start: float = 0.0  # the clock of seconds_per_iteration, started at iteration timed_from
+    timed_from: int = 0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / ckpt.CHECKPOINT_NAME
+
+    @property
+    def data_shape(self) -> tuple:
+        return tuple(self.data.shape[1:])
+
+    def restart_clock(self) -> None:
+        self.t_start, self.timed_from = time.perf_counter(), self.iteration
+
+    def close(self) -> None:
+        self.progress.close()
+        self.logger.close()
+
+
+def start(cfg: TrainConfig, fresh: bool) -> Run:
+    """Check everything (data, model, device), then resume the run directory's checkpoint or start a new run."""
     run_dir = Path(cfg.out or default_out(cfg))
     device = distributed.setup(resolve_device(cfg.device))  # torchrun: join the group, this rank's GPU
-    main = distributed.is_main()  # only rank 0 writes files
     seed_everything(cfg.seed)
-
-    # ---- data, model, optimisers ----
     try:
         data = load_dataset(cfg.data, n_samples=cfg.n_data, seed=cfg.seed)
     except (FileNotFoundError, ValueError, ImportError) as err:  # ImportError: torchvision sets without torchvision
         raise ConfigError(f"data: {err}") from None
-    data_shape = tuple(data.shape[1:])
     try:
-        method = build_method(cfg.method, cfg.model, data_shape).to(device)
+        method = build_method(cfg.method, cfg.model, tuple(data.shape[1:])).to(device)
         method.check_device(device)  # e.g. cuda_graph on a CPU run: say so before anything is written
     except (ValueError, TypeError) as err:  # a model value the method rejects (e.g. z_likelihood, x_ref_sigma)
         raise ConfigError(f"model: {err}") from None
     batches = BatchSampler(len(data), cfg.batch_size, seed=cfg.seed)  # the global batch; each rank takes a shard
     distributed.per_rank_batch(cfg.batch_size)
+    run = Run(cfg, run_dir, device, distributed.is_main(), data, method, batches)
 
-    # ---- resume, or start a fresh run (only now that everything checked out is anything written) ----
-    start, window, recoveries = 0, {}, 0  # window: the losses of the iterations since the last metrics line
-    checkpoint_path = run_dir / ckpt.CHECKPOINT_NAME
-    if main:
+    # only now that everything checked out is anything written
+    if run.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if fresh:
             clear_run(run_dir)
     distributed.barrier()
-    resuming = checkpoint_path.exists()
+    resuming = run.checkpoint_path.exists()
     distributed.barrier()  # every rank has looked before rank 0 writes the first checkpoint below
     if resuming:
-        start, window, recoveries = resume(checkpoint_path, cfg, method, batches)
-        if main:
-            keep_recoveries(run_dir, recoveries)  # a recovery after the checkpoint is replayed, not logged twice
+        run.iteration, run.window, run.recoveries = resume(run.checkpoint_path, cfg, method, batches)
+        if run.main:
+            keep_recoveries(run_dir, run.recoveries)  # a recovery after the checkpoint is replayed, not logged twice
     distributed.broadcast_state(method)  # torchrun: every rank starts from rank 0's model
     distributed.average_gradients_before_steps(method.optimizers.values())
     if distributed.active():  # equal models, different chains on each rank
-        torch.manual_seed(cfg.seed + 7919 * distributed.rank() + start)
-    logger = MetricsLogger(run_dir, cfg.log.tensorboard, resume_at=start) if main else NoLogger()
-    if main:
+        torch.manual_seed(cfg.seed + 7919 * distributed.rank() + run.iteration)
+    run.logger = MetricsLogger(run_dir, cfg.log.tensorboard, resume_at=run.iteration) if run.main else NoLogger()
+    if run.main:
         save_config(run_dir, cfg)
         print(f"dualmcmc: {cfg.method} on {cfg.data} {tuple(data.shape)} -> {run_dir} "
-              f"({'resuming at iteration ' + str(start) if start else 'new run'}, device {device}, "
+              f"({'resuming at iteration ' + str(run.iteration) if run.iteration else 'new run'}, device {device}, "
               f"ops backend {_backend()}{f', {distributed.world_size()} processes' if distributed.active() else ''})",
               file=sys.stderr)
     if not resuming:  # the state a recovery rolls back to when it diverges before the first save
-        save(checkpoint_path, method, 0, cfg, data_shape, batches, window, recoveries)
+        save(run)
+    run.progress = _progress_bar(cfg, run.iteration) if run.main else NoProgress()
+    run.restart_clock()
+    return run
 
-    # ---- the loop ----
-    progress = _progress_bar(cfg, start) if main else None
-    try:
-        t_start, iteration = time.perf_counter(), start
-        timed_from = start  # the iteration t_start belongs to (a recovery restarts the clock at its rollback)
-        while iteration < cfg.iterations:
-            iteration += 1
-            batch_index, epoch_done = batches.next()
-            losses = method.train_step(to_model_range(data[distributed.shard(batch_index)]).to(device))
-            if epoch_done:
-                method.on_epoch_end()  # per-epoch learning-rate schedules, as in the reference codes
 
-            checkpoint_due = (cfg.log.checkpoint_every and iteration % cfg.log.checkpoint_every == 0) \
-                or iteration == cfg.iterations
-            problem = divergence(losses, cfg.guard.max_energy_gap) or (checkpoint_due and nonfinite_parameters(method))
-            if distributed.any_rank(bool(problem)):  # every rank recovers, or stops, together
-                problem = problem or "another process diverged"
-                if recoveries >= cfg.guard.max_recoveries:
-                    stop_diverged(run_dir, iteration, problem, losses, logger, progress)
-                recoveries += 1
-                iteration, window = recover(run_dir, cfg, method, batches, iteration, problem, recoveries, logger)
-                t_start, timed_from = time.perf_counter(), iteration
-                if progress is not None:
-                    progress.reset(total=cfg.iterations)
-                    progress.update(iteration)
-                continue
-            for key, value in losses.items():
-                window.setdefault(key, []).append(value)
+def step(run: Run) -> dict[str, float]:
+    """One training iteration on the next batch (this rank's shard of it); its losses and diagnostics."""
+    batch_index, epoch_done = run.batches.next()
+    x = to_model_range(run.data[distributed.shard(batch_index)]).to(run.device)
+    losses = run.method.train_step(x)
+    if epoch_done:
+        run.method.on_epoch_end()  # per-epoch learning-rate schedules, as in the reference codes
+    return losses
 
-            if iteration % cfg.log.log_every == 0 or iteration == cfg.iterations:
-                means = {k: float(np.mean(v)) for k, v in window.items()}
-                means["seconds_per_iteration"] = (time.perf_counter() - t_start) / max(iteration - timed_from, 1)
-                logger.log(iteration, means)
-                if progress is not None:
-                    progress.set_postfix(gap=f"{means['energy_gap']:.3g}", refresh=False)
-                window = {}
-            pictures_due = cfg.log.image_every and iteration % cfg.log.image_every == 0
-            eval_due = cfg.log.eval_every and iteration % cfg.log.eval_every == 0
-            if (pictures_due or eval_due) and iteration != cfg.iterations:
-                if main:
-                    with isolated(method, device):
-                        if pictures_due:
-                            render_pictures(method, data, cfg, run_dir, iteration)
-                        if eval_due:
-                            logger.log(iteration, {f"eval/{k}": v for k, v in evaluate_method(method, cfg).items()})
-                distributed.wait_for_main()  # torchrun: the others wait on a CPU group, not in NCCL's next collective
-            if checkpoint_due:
-                save(checkpoint_path, method, iteration, cfg, data_shape, batches, window, recoveries)
-            if progress is not None:
-                progress.update(1)
-        if progress is not None:
-            progress.close()
-            progress = None
 
-        # ---- the end: pictures and the evaluation of the trained model ----
-        distributed.check_parameters_agree(method)  # torchrun: every rank must hold the same model
-        if not main:
-            return run_dir
-        with isolated(method, device):
-            render_pictures(method, data, cfg, run_dir, cfg.iterations)
-            scores = evaluate_method(method, cfg)
-        summary = {"iteration": cfg.iterations, "n_samples": cfg.eval.n_samples, "resolution": cfg.eval.resolution}
-        ckpt.atomic_write_text(run_dir / "eval.json", json.dumps({**summary, **scores}, indent=2) + "\n")
-        logger.log(cfg.iterations, {f"eval/{k}": v for k, v in scores.items()})
-    finally:  # Ctrl-C or an error: flush what was logged
-        if progress is not None:
-            progress.close()
-        logger.close()
-    print(f"dualmcmc: done; {_format_scores(scores)}; run in {run_dir}", file=sys.stderr)
-    return run_dir
+def checkpoint_due(run: Run) -> bool:
+    every = run.cfg.log.checkpoint_every
+    return bool(every and run.iteration % every == 0) or run.iteration == run.cfg.iterations
+
+
+def guard(run: Run, losses: dict[str, float]) -> Optional[str]:
+    """Why the run must roll back (a non-finite loss, an exploding gap, NaN parameters before a save), or None."""
+    problem = divergence(losses, run.cfg.guard.max_energy_gap) or (checkpoint_due(run) and nonfinite_parameters(run.method))
+    if distributed.any_rank(bool(problem)):  # every rank recovers, or stops, together
+        return problem or "another process diverged"
+    return None
+
+
+def log(run: Run, losses: dict[str, float]) -> None:
+    """Collect the iteration's losses; every log_every iterations (and at the end) write their means."""
+    for key, value in losses.items():
+        run.window.setdefault(key, []).append(value)
+    if run.iteration % run.cfg.log.log_every == 0 or run.iteration == run.cfg.iterations:
+        means = {k: float(np.mean(v)) for k, v in run.window.items()}
+        means["seconds_per_iteration"] = (time.perf_counter() - run.t_start) / max(run.iteration - run.timed_from, 1)
+        run.logger.log(run.iteration, means)
+        run.progress.set_postfix(gap=f"{means['energy_gap']:.3g}", refresh=False)
+        run.window = {}
+
+
+def pictures_and_evaluation(run: Run) -> None:
+    """Pictures every image_every and an evaluation every eval_every iterations (the last one's come in finish)."""
+    cfg, iteration = run.cfg, run.iteration
+    pictures_due = cfg.log.image_every and iteration % cfg.log.image_every == 0
+    eval_due = cfg.log.eval_every and iteration % cfg.log.eval_every == 0
+    if not (pictures_due or eval_due) or iteration == cfg.iterations:
+        return
+    if run.main:
+        with isolated(run.method, run.device):
+            if pictures_due:
+                render_pictures(run.method, run.data, cfg, run.run_dir, iteration)
+            if eval_due:
+                run.logger.log(iteration, {f"eval/{k}": v for k, v in evaluate_method(run.method, cfg).items()})
+    distributed.wait_for_main()  # torchrun: the others wait on a CPU group, not in NCCL's next collective
+
+
+def finish(run: Run) -> dict[str, float]:
+    """The end: pictures and the evaluation of the trained model (eval.json and the last metrics line)."""
+    run.progress.close()
+    distributed.check_parameters_agree(run.method)  # torchrun: every rank must hold the same model
+    if not run.main:
+        return {}
+    cfg = run.cfg
+    with isolated(run.method, run.device):
+        render_pictures(run.method, run.data, cfg, run.run_dir, cfg.iterations)
+        scores = evaluate_method(run.method, cfg)
+    summary = {"iteration": cfg.iterations, "n_samples": cfg.eval.n_samples, "resolution": cfg.eval.resolution}
+    ckpt.atomic_write_text(run.run_dir / "eval.json", json.dumps({**summary, **scores}, indent=2) + "\n")
+    run.logger.log(cfg.iterations, {f"eval/{k}": v for k, v in scores.items()})
+    return scores
 
 
 # -- pieces of the loop ----------------------------------------------------------------------------------------
@@ -213,19 +268,18 @@ def divergence(losses: dict[str, float], max_energy_gap: float) -> Optional[str]
     return None
 
 
-def stop_diverged(run_dir: Path, iteration: int, problem: str, losses, logger, progress) -> None:
-    if progress is not None:
-        progress.close()
-    report = {"iteration": iteration, "reason": problem, "losses": losses}
-    if distributed.is_main():
-        ckpt.atomic_write_text(run_dir / "diverged.json", json.dumps(report, indent=2, default=str) + "\n")
-    logger.close()
-    last = ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT_NAME)["iteration"] \
-        if (run_dir / ckpt.CHECKPOINT_NAME).exists() else None
+def stop_diverged(run: Run, problem: str, losses: dict) -> None:
+    """Out of recoveries: write diverged.json, keep the last good checkpoint, raise TrainingDiverged."""
+    run.progress.close()
+    report = {"iteration": run.iteration, "reason": problem, "losses": losses}
+    if run.main:
+        ckpt.atomic_write_text(run.run_dir / "diverged.json", json.dumps(report, indent=2, default=str) + "\n")
+    run.logger.close()
+    last = ckpt.load_checkpoint(run.checkpoint_path)["iteration"] if run.checkpoint_path.exists() else None
     kept = f"the last good checkpoint (iteration {last}) is kept" if last is not None else "no checkpoint was written yet"
     raise TrainingDiverged(
-        f"training stopped at iteration {iteration}: {problem}; {kept} in {run_dir}. Lower the learning rates or "
-        f"the Langevin step size (model.*), or raise guard.max_energy_gap if the gap is expected to be large")
+        f"training stopped at iteration {run.iteration}: {problem}; {kept} in {run.run_dir}. Lower the learning rates "
+        f"or the Langevin step size (model.*), or raise guard.max_energy_gap if the gap is expected to be large")
 
 
 def nonfinite_parameters(method: Method) -> Optional[str]:
@@ -234,39 +288,45 @@ def nonfinite_parameters(method: Method) -> Optional[str]:
     return f"non-finite parameters {bad[:5]}" if bad else None
 
 
-def save(path: Path, method: Method, iteration: int, cfg: TrainConfig, data_shape, batches: BatchSampler,
-         window: dict, recoveries: int) -> None:
+def save(run: Run) -> None:
     """Atomic checkpoint of everything an exact resume needs (torchrun: rank 0's, with its buffers on every rank)."""
-    distributed.broadcast_state(method, buffers_only=True)
-    if distributed.is_main():
-        ckpt.save_checkpoint(path, method, iteration=iteration, config=cfg.to_dict(), data_shape=data_shape,
-                             batches=batches.state_dict(), log_window=window, recoveries=recoveries)
+    distributed.broadcast_state(run.method, buffers_only=True)
+    if run.main:
+        ckpt.save_checkpoint(run.checkpoint_path, run.method, iteration=run.iteration, config=run.cfg.to_dict(),
+                             data_shape=run.data_shape, batches=run.batches.state_dict(), log_window=run.window,
+                             recoveries=run.recoveries)
     distributed.barrier()  # no rank reads or moves past a checkpoint that is not written yet
 
 
-def recover(run_dir: Path, cfg: TrainConfig, method: Method, batches: BatchSampler, iteration: int, problem: str,
-            recoveries: int, logger: "MetricsLogger") -> tuple[int, dict]:
-    """Roll back to the last good checkpoint, slow down (method.backoff), reseed, and log it; returns the iteration
-    to continue from and its metrics window. The reference codes simply stop here."""
+def recover(run: Run, problem: str, losses: dict) -> None:
+    """Roll back to the last good checkpoint, slow down (method.backoff), reseed, and log it; the run continues
+    from the checkpoint's iteration and metrics window. Out of recoveries, stop (the reference codes always do)."""
+    cfg, method = run.cfg, run.method
+    if run.recoveries >= cfg.guard.max_recoveries:
+        stop_diverged(run, problem, losses)
+    run.recoveries += 1
+    diverged_at = run.iteration
     scale_before = method.backoff_scale  # the checkpoint may predate earlier recoveries: keep their slow-down
-    back_to, window, _ = resume(run_dir / ckpt.CHECKPOINT_NAME, cfg, method, batches)
+    run.iteration, run.window, _ = resume(run.checkpoint_path, cfg, method, run.batches)
     method.backoff(scale_before * cfg.guard.backoff / method.backoff_scale)
     # a new stream (the same noise could diverge again), and torchrun ranks still draw different chains
-    torch.manual_seed(cfg.seed + 1_000_003 * recoveries + 7919 * distributed.rank())
-    event = {"recovery": recoveries, "iteration": iteration, "rolled_back_to": back_to, "reason": problem,
+    torch.manual_seed(cfg.seed + 1_000_003 * run.recoveries + 7919 * distributed.rank())
+    run.logger.rewind(run.iteration)  # the iterations after the checkpoint are run again: their lines would be duplicates
+    run.logger.log(run.iteration, {"recovery": run.recoveries, "diverged_at": diverged_at,
+                                   "backoff_scale": method.backoff_scale, "reason": problem})
+    run.restart_clock()
+    run.progress.reset(total=cfg.iterations)
+    run.progress.update(run.iteration)
+    if not run.main:
+        return
+    event = {"recovery": run.recoveries, "iteration": diverged_at, "rolled_back_to": run.iteration, "reason": problem,
              "backoff_scale": method.backoff_scale}
-    logger.rewind(back_to)  # the iterations after the checkpoint are run again: their lines would be duplicates
-    logger.log(back_to, {"recovery": recoveries, "diverged_at": iteration, "backoff_scale": method.backoff_scale,
-                         "reason": problem})
-    if not distributed.is_main():
-        return back_to, window
-    log_path = run_dir / "recoveries.json"
+    log_path = run.run_dir / "recoveries.json"
     events = json.loads(log_path.read_text()) if log_path.exists() else []
     ckpt.atomic_write_text(log_path, json.dumps(events + [event], indent=2) + "\n")
-    print(f"dualmcmc: iteration {iteration}: {problem}; recovery {recoveries} of {cfg.guard.max_recoveries}: "
-          f"rolled back to iteration {back_to}, learning rates and chain steps x{cfg.guard.backoff:g} "
+    print(f"dualmcmc: iteration {diverged_at}: {problem}; recovery {run.recoveries} of {cfg.guard.max_recoveries}: "
+          f"rolled back to iteration {run.iteration}, learning rates and chain steps x{cfg.guard.backoff:g} "
           f"(now x{method.backoff_scale:g})", file=sys.stderr)
-    return back_to, window
 
 
 def keep_recoveries(run_dir: Path, count: int) -> None:
@@ -383,13 +443,30 @@ def isolated(method: Method, device: torch.device):
         yield
 
 
+class NoProgress:
+    """The progress bar of a run without one (log.progress: false, no tqdm, ranks other than 0)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def reset(self, total: Optional[int] = None) -> None:
+        pass
+
+    def set_postfix(self, **values) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+
 def _progress_bar(cfg: TrainConfig, start: int):
     if not cfg.log.progress:
-        return None
+        return NoProgress()
     try:
         from tqdm.auto import tqdm
     except ImportError:
-        return None
+        return NoProgress()
     # Redirected output (CI logs, nohup) gets a line every half minute instead of a redraw per iteration.
     interactive = sys.stderr.isatty()
     return tqdm(total=cfg.iterations, initial=start, desc=cfg.method, unit="it", dynamic_ncols=True,
