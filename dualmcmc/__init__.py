@@ -12,6 +12,10 @@ def __getattr__(name):  # lazy: the training stack pulls in optional dependencie
         from .run import load_run
 
         return load_run
+    if name == "build_nets":
+        from .build import build_nets
+
+        return build_nets
     if name == "train":
         from .train import train
 

@@ -7,8 +7,9 @@ launched as one unit on every later call. The recipe is PyTorch's "whole network
 * static tensors: the call's inputs (the start state; for the latent chain also the data it reconstructs) are
   copied into tensors the graph owns before each replay, and the graph's outputs are cloned out after it.
 * warm-up: the chain runs eagerly on a side stream before capture (cuBLAS / cuDNN / autograd initialise lazily,
-  which must not happen inside a capture). The buffers of the modules behind the potential (:func:`modules_of`)
-  and the generator's RNG state are saved before the warm-up and restored after the capture, so a first call
+  which must not happen inside a capture). The buffers of the modules the potential reads (given explicitly:
+  :class:`dualmcmc.samplers.Potential`'s ``modules``, as ``torch.cuda.make_graphed_callables`` takes them) and the
+  generator's RNG state are saved before the warm-up and restored after the capture, so a first call
   returns, and leaves behind, what an eager chain would. (Buffers of modules the cache cannot see keep the
   warm-up's updates: a few extra spectral-norm iterations or BatchNorm statistics updates, once.)
 * randomness: the fused op takes ``philox_cuda_state``, which during capture records offsets relative to the
@@ -17,13 +18,13 @@ launched as one unit on every later call. The recipe is PyTorch's "whole network
 * in-place state: spectral-norm power iterations (u, v) and BatchNorm running statistics are in-place ops on
   buffers inside the captured forward, so every replay updates them as eager mode does.
 
-The cache keeps one graph per key (the samplers' key: potential identity, shapes, dtypes, device, steps, step
-sizes, prior, clamp, whether a generator is given (it lends its state to :func:`capture_generator`, so a fresh
+The cache keeps one graph per key (the samplers' key: potential identity, the chain's Langevin spec, shapes, dtypes,
+device, whether a generator is given (it lends its state to :func:`capture_generator`, so a fresh
 generator per call needs no new graph); plus, added here, the train/eval flags of the modules behind the potential
 and the autocast state). A graph holds the addresses of the parameters and buffers it read. Optimizer steps and
 ``load_state_dict`` write into those tensors in place, so replays see the new values. Replacing the tensors
 (``module.to(...)``, ``param.data = ...``, a new module object) would leave a graph reading stale memory: for the
-modules the cache can see (:func:`modules_of`) it notices the new addresses and captures again; for modules it
+modules it is given it notices the new addresses and captures again; for modules it
 cannot see (e.g. reached through a global), call :func:`clear_cache`. Python control flow inside the potential
 that depends on anything but these keys is frozen at capture time. Each graph keeps a private memory pool about the
 size of one forward+backward pass's peak, so the cache holds at most MAX_CACHED_GRAPHS of them.
@@ -31,7 +32,6 @@ size of one forward+backward pass's peak, so the cache holds at most MAX_CACHED_
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import warnings
 from collections import OrderedDict
@@ -42,8 +42,7 @@ from torch import Tensor, nn
 
 from ._buffers import buffers_restored
 
-__all__ = ["CapturedChain", "cache_size", "callable_identity", "capture_generator", "clear_cache", "modules_of",
-           "run_captured", "undone_afterwards",
+__all__ = ["CapturedChain", "cache_size", "callable_identity", "capture_generator", "clear_cache", "run_captured", "undone_afterwards",
            "CAPTURE_ERROR_MODE", "MAX_CACHED_GRAPHS"]
 
 MAX_CACHED_GRAPHS = 16  # least recently used graphs beyond this are dropped (each holds a private memory pool)
@@ -76,33 +75,6 @@ def callable_identity(fn: Callable) -> Hashable:
     if inspect.ismethod(fn):
         return (id(fn.__self__), id(fn.__func__))
     return id(fn)
-
-
-def modules_of(fn: Callable, _depth: int = 0) -> list[nn.Module]:
-    """The nn.Modules behind a potential: the callable itself, a bound method's owner, ``.module`` of a wrapper
-    (accel.fast_forward), a functools.partial's function and arguments, and modules held in a closure (two levels
-    deep, enough for a lambda around a module or around a fast_forward)."""
-    found: list[nn.Module] = []
-    if isinstance(fn, nn.Module):
-        return [fn]
-    if _depth > 2:
-        return found
-    if inspect.ismethod(fn):
-        return modules_of(fn.__self__, _depth + 1) if isinstance(fn.__self__, nn.Module) else found
-    if isinstance(getattr(fn, "module", None), nn.Module):
-        found.append(fn.module)
-    if isinstance(fn, functools.partial):
-        for part in (fn.func, *fn.args, *fn.keywords.values()):
-            found += modules_of(part, _depth + 1)
-    for cell in getattr(fn, "__closure__", None) or ():
-        try:
-            content = cell.cell_contents
-        except ValueError:  # an empty cell
-            continue
-        if isinstance(content, nn.Module) or callable(content):
-            found += modules_of(content, _depth + 1)
-    unique: dict[int, nn.Module] = {id(m): m for m in found}
-    return list(unique.values())
 
 
 def _address_signature(modules: Sequence[nn.Module]) -> tuple[int, ...]:

@@ -1,48 +1,53 @@
-"""Langevin samplers built on the fused operator :func:`dualmcmc.ops.langevin_step_`.
+"""Langevin chains: :func:`run_chain` drives the kernels of :mod:`dualmcmc.kernels` for a potential and a
+:class:`~dualmcmc.kernels.Langevin` spec, with per-chain diagnostics and optional CUDA-graph capture.
 
-Plain functions of state: a chain takes its start, returns its end state (detached) and diagnostics.
+    spec = Langevin(steps=30, step_size=0.05, noise_std=1e-3, diagnostics=True)
+    x, diag = run_chain(ebm, x0, spec)                                                # data space: U0 = E
+    z, _ = run_chain(reconstruction_potential(G, sigma=0.3), z0, latent, data=(x,))    # generator posterior
 
-Every chain runs K updates of
-
-    x <- clamp(x - a**2/2 * (grad U0(x) + prior_precision * x) + b * eps),   eps ~ N(0, I),
-
-with drift step ``a = step_size`` and noise scale ``b = noise_std`` set apart. The potential is
-``U(x) = U0(x) + prior_precision/2 * ||x||**2`` and the chain targets ``exp(-U/T)`` with ``T = (b/a)**2``
-(:func:`dualmcmc.ops.temperature`); ``b == a`` is standard Langevin. With ``mala=True`` each update is a
-proposal accepted or rejected per chain (Metropolis-adjusted Langevin) so that ``exp(-U/T)`` is targeted
-exactly; the proposal is ``N(x - a**2/2 grad U(x), b**2 I)``, i.e. MALA with step ``b**2`` on the tempered target.
+The data-space and latent chains are two potentials, not two code paths. A potential is a callable
+``U0(x, *data) -> (N,)`` (one value per chain, without the Gaussian prior term, which the spec's
+``prior_precision`` adds through the fused op). :class:`Potential` wraps a function with the modules it reads,
+which is what a CUDA-graph capture needs to know; a bare nn.Module is its own potential.
 
 * data-space chain (EBM): ``U0 = E``, the network's per-sample energies;
-* latent-posterior chain (generator): ``U0(z) = ||G(z) - x||**2 / sigma**2`` in the Dual-MCMC reference form
-  (twice the textbook Gaussian term, see methods.md §2.3) or ``/(2 sigma**2)`` in the textbook form, with
+* latent-posterior chain (generator): ``U0(z; x) = ||G(z) - x||**2 / sigma**2`` in the Dual-MCMC reference form
+  (twice the textbook Gaussian term, docs/methods.md §2.3) or ``/(2 sigma**2)`` in the textbook form, with
   ``prior_precision = 1/prior_sigma**2``.
 
-Gradients are per sample: ``autograd.grad(U0(x).sum(), x)`` never touches parameter ``.grad``.
-
 With ``cuda_graph=True`` (CUDA tensors only) the whole K-step chain is captured once into a CUDA graph per
-(potential, shapes, dtype, device, steps, step sizes, prior, clamp, generator) and replayed; it returns what the
-eager chain returns under the same seed (:mod:`dualmcmc.graphs` explains how, and when to call
-``graphs.clear_cache()``). Pass the same potential object every call (a module, or a function made once).
+(potential, spec, shapes, dtypes, device, whether a generator is given) and replayed; it returns what the eager
+chain returns under the same seed (:mod:`dualmcmc.graphs` explains how, and when to call ``graphs.clear_cache()``).
+The ``data`` tensors are static inputs of the graph too, so one graph serves every batch of a shape.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Hashable, Optional, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import graphs
-from .ops import langevin_step, langevin_step_, temperature
+from .kernels import (ChainState, Langevin, mala_step, per_chain_sum, prior_term, random_tensor, ula_step,
+                      value_and_grad)
 
 __all__ = [
     "ChainDiagnostics",
+    "ChainState",
+    "Langevin",
+    "LIKELIHOODS",
     "PersistentChains",
+    "Potential",
+    "energy_potential",
     "langevin_data_chain",
     "langevin_latent_chain",
     "reconstruction_energy",
+    "reconstruction_potential",
+    "run_chain",
     "run_langevin_chain",
-    "LIKELIHOODS",
+    "random_tensor",
+    "value_and_grad",
 ]
 
 Clamp = Optional[tuple[Optional[float], Optional[float]]]
@@ -78,298 +83,199 @@ class ChainDiagnostics:
         return out
 
 
-def _per_chain_sum(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1).sum(dim=1)
+class Potential:
+    """A chain's potential ``U0(x, *data) -> (N,)`` and the modules it reads.
 
-
-def _prior_term(x: Tensor, prior_precision: float) -> Tensor:
-    if prior_precision == 0.0:
-        return x.new_zeros(x.shape[0])
-    return 0.5 * prior_precision * _per_chain_sum(x.square())
-
-
-def _value_and_grad(potential: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-chain U0(x) (N,) and its gradient, without building a graph into anything but a fresh leaf."""
-    leaf = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        value = potential(leaf)
-        if value.shape != (x.shape[0],):
-            raise ValueError(
-                f"langevin chain: the energy function must return one energy per chain, shape ({x.shape[0]},); "
-                f"got {tuple(value.shape)}"
-            )
-        (grad,) = torch.autograd.grad(value.sum(), leaf)
-    return value.detach(), grad
-
-
-def _draw_noise(x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-    if generator is not None and generator.device != x.device:  # e.g. a CPU generator for CUDA chains
-        return torch.randn(x.shape, dtype=x.dtype, generator=generator).to(x.device)
-    return torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
-
-
-def _draw_uniform(n: int, like: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-    if generator is not None and generator.device != like.device:
-        return torch.rand(n, dtype=like.dtype, generator=generator).to(like.device)
-    return torch.rand(n, dtype=like.dtype, device=like.device, generator=generator)
-
-
-def run_langevin_chain(
-    potential: Callable[[Tensor], Tensor],
-    x0: Tensor,
-    steps: int,
-    step_size: float,
-    noise_std: float,
-    *,
-    prior_precision: float = 0.0,
-    clamp: Clamp = None,
-    mala: bool = False,
-    generator: Optional[torch.Generator] = None,
-    explicit_noise: bool = False,
-    diagnostics: bool = False,
-    cuda_graph: bool = False,
-) -> tuple[Tensor, ChainDiagnostics]:
-    """K Langevin (or MALA) steps on ``U = potential + prior_precision/2 ||x||**2`` from ``x0``.
-
-    Args:
-        potential: x (N, ...) -> (N,) per-chain potential U0 (without the prior term).
-        x0: start states; not modified.
-        steps: number of updates K (0 returns a detached copy of ``x0``).
-        step_size, noise_std: drift step ``a`` and noise scale ``b``; the target is exp(-U/T), T = (b/a)**2.
-        prior_precision: precision of a zero-mean Gaussian added to the potential (applied by the fused op).
-        clamp: optional (lo, hi) bounds applied after every update (with MALA the proposals are clamped and the
-            correction ignores it, so the chain is then no longer exact at the bounds).
-        mala: Metropolis-adjust each update; needs ``noise_std > 0``.
-        generator: torch generator for the noise (and MALA's uniforms).
-        explicit_noise: draw the noise here with ``torch.randn(..., generator=generator)`` and pass it to the
-            op, instead of the op's own Philox stream; bit-for-bit reproducible against an eager loop that
-            calls ``torch.randn_like``. MALA always draws explicitly (the proposal density needs the noise).
-        diagnostics: compute the per-chain diagnostics (costs norms and, without MALA, one extra forward).
-        cuda_graph: capture the chain into a CUDA graph once per (potential, shape, dtype, device, steps, step
-            sizes, prior, clamp, whether a generator is given) and replay it (:mod:`dualmcmc.graphs`); same result as the eager chain
-            under the same seed. Needs a CUDA ``x0``; not with ``mala`` or ``explicit_noise`` (ValueError).
-
-    Returns:
-        (x, diagnostics): the detached end states and a :class:`ChainDiagnostics`; with ``diagnostics=False``
-        only ``acceptance`` (MALA) is filled.
+    ``modules`` are what a CUDA-graph capture restores after its warm-up and watches for replaced tensors (as
+    ``torch.cuda.make_graphed_callables`` is given its modules); ``key`` identifies "the same potential" across
+    calls (a graph is reused for it). Make a potential once and pass it to every call.
     """
-    if steps < 0:
-        raise ValueError(f"langevin chain: 'steps' must be >= 0, got {steps}")
-    if mala and noise_std <= 0.0:
-        raise ValueError("langevin chain: mala=True needs noise_std > 0 (a noiseless chain has no proposal density)")
-    if cuda_graph:
-        _check_graphable("x0", x0, mala, explicit_noise, generator)
-        if steps > 0:
-            return _run_graphed(potential, lambda: potential, (x0,), (), steps, step_size, noise_std,
-                                prior_precision, clamp, generator, diagnostics)
-    x = x0.detach().clone()
-    diag = ChainDiagnostics(steps=steps)
-    if mala:
-        return _run_mala(potential, x, steps, step_size, noise_std, prior_precision, clamp, generator, diagnostics, diag)
-    _run_ula(potential, x, steps, step_size, noise_std, prior_precision, clamp, generator, explicit_noise, diagnostics,
-             diag)
-    return x, diag
+
+    def __init__(self, fn: Callable[..., Tensor], modules: Sequence[nn.Module] = (), key: Optional[Hashable] = None):
+        self.fn = fn
+        self.modules = tuple(modules)
+        self.key = key if key is not None else ("potential", id(self))
+
+    def __call__(self, x: Tensor, *data: Tensor) -> Tensor:
+        return self.fn(x, *data)
 
 
-def _run_ula(potential, x, steps, step_size, noise_std, prior_precision, clamp, generator, explicit_noise,
-             diagnostics, diag) -> None:
-    """K unadjusted Langevin updates of ``x`` in place, filling ``diag``; the code the CUDA graph captures too."""
-    grad_norm_sum = None
-    for k in range(steps):
-        value, grad = _value_and_grad(potential, x)
-        if diagnostics:
-            if k == 0:
-                diag.energy_start = value + _prior_term(x, prior_precision)
-            norm = _per_chain_sum((grad + prior_precision * x).square()).sqrt()
-            grad_norm_sum = norm if grad_norm_sum is None else grad_norm_sum + norm
-            diag.grad_norm_last = norm
-        noise = _draw_noise(x, generator) if explicit_noise and noise_std != 0.0 else None
-        langevin_step_(x, grad, step_size, noise_std, prior_precision=prior_precision, noise=noise,
-                       generator=generator, clamp=clamp)
-    if diagnostics:
-        with torch.no_grad():
-            end = potential(x).detach() + _prior_term(x, prior_precision)
-        diag.energy_end = end
-        if steps == 0:
-            diag.energy_start = end
-        else:
-            diag.grad_norm_mean = grad_norm_sum / steps
-        diag.nonfinite = _per_chain_sum((~torch.isfinite(x)).to(torch.int64))
+def _modules_of(net: Callable) -> tuple[nn.Module, ...]:
+    """The module a network callable is: itself, or the module behind an accel.fast_forward wrapper."""
+    if isinstance(net, nn.Module):
+        return (net,)
+    module = getattr(net, "module", None)
+    return (module,) if isinstance(module, nn.Module) else ()
 
 
-_GRAPHED_FIELDS = ("energy_start", "energy_end", "grad_norm_last", "grad_norm_mean", "nonfinite")
+def energy_potential(net: Callable[[Tensor], Tensor], modules: Optional[Sequence[nn.Module]] = None) -> Potential:
+    """U0(x) = net(x): an energy network (or its fast_forward wrapper) as a potential."""
+    return Potential(net, _modules_of(net) if modules is None else modules, ("energy", graphs.callable_identity(net)))
 
 
-def _check_graphable(name: str, x0: Tensor, mala: bool, explicit_noise: bool, generator) -> None:
-    """ValueErrors for what a captured chain cannot do, naming the argument."""
-    if mala:
-        raise ValueError("langevin chain: cuda_graph=True does not support mala=True (the accept step is per-chain "
-                         "control flow); use cuda_graph=False")
-    if explicit_noise:
-        raise ValueError("langevin chain: cuda_graph=True does not support explicit_noise=True (the op's own Philox "
-                         "stream is the graph-safe one); use cuda_graph=False")
-    if not isinstance(x0, Tensor) or x0.device.type != "cuda":
-        where = x0.device if isinstance(x0, Tensor) else type(x0).__name__
-        raise ValueError(f"langevin chain: cuda_graph=True needs a CUDA tensor; '{name}' is on {where}")
-    if generator is not None and generator.device != x0.device:
-        raise ValueError(f"langevin chain: cuda_graph=True needs 'generator' on {x0.device} like '{name}', "
-                         f"got one on {generator.device}")
-
-
-def _run_graphed(owner, make_potential, inputs, potential_key, steps, step_size, noise_std, prior_precision, clamp,
-                 generator, diagnostics) -> tuple[Tensor, ChainDiagnostics]:
-    """The ULA chain through a cached CUDA graph; ``make_potential(*inputs[1:])`` builds U0 on the static extras."""
-    lo_hi = None if clamp is None else tuple(None if c is None else float(c) for c in clamp)
-    key = (graphs.callable_identity(owner), potential_key, tuple((tuple(t.shape), t.dtype) for t in inputs),
-           inputs[0].device, steps, float(step_size), float(noise_std), float(prior_precision), lo_hi,
-           generator is not None, bool(diagnostics))
-    # an explicit generator lends its state to the device's capture generator: one graph serves every generator
-    rng = None if generator is None else graphs.capture_generator(inputs[0].device)
-
-    def chain(x: Tensor, *extras: Tensor) -> tuple:
-        diag = ChainDiagnostics(steps=steps)
-        _run_ula(make_potential(*extras), x, steps, step_size, noise_std, prior_precision, clamp, rng, False,
-                 diagnostics, diag)
-        return (x, *(getattr(diag, name) for name in _GRAPHED_FIELDS))
-
-    x, *fields = graphs.run_captured(key, chain, inputs, modules=graphs.modules_of(owner), generator=rng,
-                                     lender=generator, passes_per_run=steps)
-    return x, ChainDiagnostics(steps=steps, **dict(zip(_GRAPHED_FIELDS, fields)))
-
-
-def _run_mala(potential, x, steps, step_size, noise_std, prior_precision, clamp, generator, diagnostics, diag):
-    """MALA for exp(-U/T): proposal y = x - a**2/2 grad U(x) + b eps; accept with the asymmetric q ratio."""
-    temp = temperature(step_size, noise_std)
-    drift = 0.5 * step_size * step_size
-    value, grad = _value_and_grad(potential, x)
-    energy = value + _prior_term(x, prior_precision)
-    full_grad = grad + prior_precision * x
-    if diagnostics:
-        diag.energy_start = energy.clone()
-    accepted = torch.zeros(x.shape[0], device=x.device)
-    grad_norm_sum = torch.zeros(x.shape[0], device=x.device)
-    for _ in range(steps):
-        if diagnostics:
-            norm = _per_chain_sum(full_grad.square()).sqrt()
-            grad_norm_sum += norm
-            diag.grad_norm_last = norm
-        eps = _draw_noise(x, generator)
-        proposal = langevin_step(x, grad, step_size, noise_std, prior_precision=prior_precision, noise=eps, clamp=clamp)
-        value_p, grad_p = _value_and_grad(potential, proposal)
-        energy_p = value_p + _prior_term(proposal, prior_precision)
-        full_grad_p = grad_p + prior_precision * proposal
-        # log q(y|x) uses the realised noise (exact also when clamped values are left aside); log q(x|y) is recomputed.
-        log_q_forward = -0.5 * _per_chain_sum(((proposal - x + drift * full_grad) / noise_std).square())
-        log_q_backward = -0.5 * _per_chain_sum(((x - proposal + drift * full_grad_p) / noise_std).square())
-        log_alpha = -(energy_p - energy) / temp + log_q_backward - log_q_forward
-        uniform = _draw_uniform(x.shape[0], log_alpha, generator)
-        accept = (uniform.log() < log_alpha) & torch.isfinite(log_alpha)
-        accepted += accept.to(accepted.dtype)
-        mask = accept.view(-1, *([1] * (x.dim() - 1)))
-        x = torch.where(mask, proposal, x)
-        grad = torch.where(mask, grad_p, grad)
-        full_grad = torch.where(mask, full_grad_p, full_grad)
-        energy = torch.where(accept, energy_p, energy)
-    diag.acceptance = accepted / steps if steps > 0 else torch.ones_like(accepted)
-    if diagnostics:
-        diag.energy_end = energy
-        if steps > 0:
-            diag.grad_norm_mean = grad_norm_sum / steps
-        diag.nonfinite = _per_chain_sum((~torch.isfinite(x)).to(torch.int64))
-    return x.detach(), diag
-
-
-def langevin_data_chain(
-    energy_fn: Callable[[Tensor], Tensor],
-    x0: Tensor,
-    steps: int,
-    step_size: float,
-    noise_std: float,
-    *,
-    prior_precision: float = 0.0,
-    clamp: Clamp = None,
-    mala: bool = False,
-    generator: Optional[torch.Generator] = None,
-    explicit_noise: bool = False,
-    diagnostics: bool = False,
-    cuda_graph: bool = False,
-) -> tuple[Tensor, ChainDiagnostics]:
-    """Data-space Langevin on ``U(x) = E(x) + prior_precision/2 ||x||**2``; ``energy_fn`` returns (N,) energies.
-
-    The chain targets exp(-U/T), T = (noise_std/step_size)**2. See :func:`run_langevin_chain` for the arguments.
-    """
-    return run_langevin_chain(energy_fn, x0, steps, step_size, noise_std, prior_precision=prior_precision,
-                              clamp=clamp, mala=mala, generator=generator, explicit_noise=explicit_noise,
-                              diagnostics=diagnostics, cuda_graph=cuda_graph)
-
-
-def reconstruction_energy(
-    generator_fn: Callable[[Tensor], Tensor], x: Tensor, sigma: float, likelihood: str = "reference"
-) -> Callable[[Tensor], Tensor]:
-    """z -> (N,) per-sample reconstruction term of the generator posterior.
+def reconstruction_potential(generator_fn: Callable[[Tensor], Tensor], sigma: float, likelihood: str = "reference",
+                             modules: Optional[Sequence[nn.Module]] = None) -> Potential:
+    """U0(z; x) per chain, the reconstruction term of the generator posterior (the data ``x`` is the chain's data):
 
     "reference": ``||G(z) - x||**2 / sigma**2`` (the Dual-MCMC code's gradient, twice the Gaussian term);
     "textbook": ``||G(z) - x||**2 / (2 sigma**2)`` (-log N(x; G(z), sigma**2 I) up to a constant).
     """
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
-    if sigma <= 0:
+    if not sigma > 0:
         raise ValueError(f"'sigma' must be > 0, got {sigma}")
     scale = 1.0 / sigma**2 if likelihood == "reference" else 0.5 / sigma**2
+
+    def energy(z: Tensor, target: Tensor) -> Tensor:
+        return per_chain_sum((generator_fn(z) - target.detach()).square()) * scale
+
+    key = ("reconstruction", graphs.callable_identity(generator_fn), float(sigma), likelihood)
+    return Potential(energy, _modules_of(generator_fn) if modules is None else modules, key)
+
+
+def reconstruction_energy(generator_fn: Callable[[Tensor], Tensor], x: Tensor, sigma: float,
+                          likelihood: str = "reference") -> Callable[[Tensor], Tensor]:
+    """z -> (N,): :func:`reconstruction_potential` with the data ``x`` bound."""
+    potential = reconstruction_potential(generator_fn, sigma, likelihood)
     target = x.detach()
-
-    def energy(z: Tensor) -> Tensor:
-        return _per_chain_sum((generator_fn(z) - target).square()) * scale
-
-    return energy
+    return lambda z: potential(z, target)
 
 
-def langevin_latent_chain(
-    generator_fn: Callable[[Tensor], Tensor],
-    z0: Tensor,
-    x: Tensor,
-    steps: int,
-    step_size: float,
-    noise_std: float,
-    *,
-    sigma: float,
-    prior_sigma: float = 1.0,
-    likelihood: str = "reference",
-    clamp: Clamp = None,
-    mala: bool = False,
-    generator: Optional[torch.Generator] = None,
-    explicit_noise: bool = False,
-    diagnostics: bool = False,
-    cuda_graph: bool = False,
-) -> tuple[Tensor, ChainDiagnostics]:
-    """Langevin on the generator posterior p(z|x) from ``z0`` (e.g. a sample of the encoder's q(z|x)).
+# -- the chain ---------------------------------------------------------------------------------------------------
+def run_chain(potential: Callable[..., Tensor], x0: Tensor, spec: Langevin, *, data: Sequence[Tensor] = (),
+              generator: Optional[torch.Generator] = None, cuda_graph: bool = False) -> tuple[Tensor, ChainDiagnostics]:
+    """``spec.steps`` Langevin (or MALA) updates on ``U = U0 + prior_precision/2 ||x||**2`` from ``x0``.
 
-    ``U(z) = reconstruction_energy(G, x, sigma, likelihood)(z) + ||z||**2 / (2 prior_sigma**2)``; the prior goes
-    through the fused op's ``prior_precision``. The reference form ("reference", the default) reproduces the
-    Dual-MCMC code, whose posterior is that of a generator with noise sigma/sqrt(2).
-    With ``cuda_graph=True`` the data ``x`` is a static input of the graph too, so one graph (per ``generator_fn``,
-    shapes, steps, ...) serves every batch; see :func:`run_langevin_chain` for the other arguments.
+    Args:
+        potential: ``U0(x, *data) -> (N,)``: a :class:`Potential`, an nn.Module or a function.
+        x0: start states (N, ...); not modified.
+        spec: the chain's settings (:class:`~dualmcmc.kernels.Langevin`).
+        data: tensors the potential reads besides the state (the latent chain's data).
+        generator: torch generator for the noise (and MALA's uniforms).
+        cuda_graph: capture the chain into a CUDA graph once per (potential, spec, shapes, dtypes, device, whether a
+            generator is given) and replay it; same result as the eager chain under the same seed. Needs CUDA
+            tensors; not with ``spec.mala`` or ``spec.explicit_noise`` (ValueError). The modules it restores after
+            the warm-up are the Potential's ``modules`` (a module potential: itself; a plain function: none).
+
+    Returns:
+        (x, diagnostics): the detached end states and a :class:`ChainDiagnostics`; with ``spec.diagnostics`` off
+        only ``acceptance`` (MALA) is filled.
     """
-    if prior_sigma <= 0:
-        raise ValueError(f"'prior_sigma' must be > 0, got {prior_sigma}")
-    potential = reconstruction_energy(generator_fn, x, sigma, likelihood)  # checks sigma and likelihood
+    data = tuple(data)
     if cuda_graph:
-        _check_graphable("z0", z0, mala, explicit_noise, generator)
-        if not isinstance(x, Tensor) or x.device != z0.device:
-            raise ValueError(f"langevin_latent_chain: 'x' must be on {z0.device} like 'z0', got "
-                             f"{x.device if isinstance(x, Tensor) else type(x).__name__}")
-        if steps > 0:  # the data x is a static input too: one graph serves every batch of that shape
-
-            def make_potential(target: Tensor) -> Callable[[Tensor], Tensor]:
-                return reconstruction_energy(generator_fn, target, sigma, likelihood)
-
-            return _run_graphed(generator_fn, make_potential, (z0, x.detach()), ("latent", float(sigma), likelihood),
-                                steps, step_size, noise_std, 1.0 / prior_sigma**2, clamp, generator, diagnostics)
-    return run_langevin_chain(potential, z0, steps, step_size, noise_std, prior_precision=1.0 / prior_sigma**2,
-                              clamp=clamp, mala=mala, generator=generator, explicit_noise=explicit_noise,
-                              diagnostics=diagnostics, cuda_graph=cuda_graph)
+        _check_graphable(x0, data, spec, generator)
+        if spec.steps > 0:
+            return _run_graphed(potential, x0, spec, data, generator)
+    return _run_eager(potential, x0.detach(), spec, data, generator)
 
 
+def _run_eager(potential, x: Tensor, spec: Langevin, data: tuple, generator) -> tuple[Tensor, ChainDiagnostics]:
+    """The chain's loop (also what a CUDA graph captures): the kernel K times, diagnostics accumulated."""
+    kernel = mala_step if spec.mala else ula_step
+    state, diag = ChainState(x), ChainDiagnostics(steps=spec.steps)
+    grad_norm_sum = accepted = None
+    for k in range(spec.steps):
+        state, info = kernel(potential, state, spec, data=data, generator=generator)
+        if k == 0:
+            diag.energy_start = info.energy
+        if info.grad_norm is not None:
+            grad_norm_sum = info.grad_norm if grad_norm_sum is None else grad_norm_sum + info.grad_norm
+            diag.grad_norm_last = info.grad_norm
+        if info.accepted is not None:
+            step_accepted = info.accepted.to(torch.get_default_dtype())
+            accepted = step_accepted if accepted is None else accepted + step_accepted
+    if spec.mala:
+        diag.acceptance = accepted / spec.steps if spec.steps > 0 else torch.ones(x.shape[0], device=x.device)
+    if spec.diagnostics:
+        energy_end = state.energy
+        if energy_end is None:
+            with torch.no_grad():
+                energy_end = potential(state.x, *data).detach() + prior_term(state.x, spec.prior_precision)
+        diag.energy_end = energy_end
+        if spec.steps == 0:
+            diag.energy_start = energy_end
+        else:
+            diag.grad_norm_mean = grad_norm_sum / spec.steps
+        diag.nonfinite = per_chain_sum((~torch.isfinite(state.x)).to(torch.int64))
+    return state.x.detach(), diag
+
+
+_GRAPHED_FIELDS = ("energy_start", "energy_end", "grad_norm_last", "grad_norm_mean", "nonfinite")
+
+
+def _check_graphable(x0: Tensor, data: tuple, spec: Langevin, generator, names=("x0", "data")) -> None:
+    """ValueErrors for what a captured chain cannot do, naming the argument (``names``: the caller's for x0, data)."""
+    if spec.mala:
+        raise ValueError("langevin chain: cuda_graph=True does not support mala=True (the accept step is per-chain "
+                         "control flow); use cuda_graph=False")
+    if spec.explicit_noise:
+        raise ValueError("langevin chain: cuda_graph=True does not support explicit_noise=True (the op's own Philox "
+                         "stream is the graph-safe one); use cuda_graph=False")
+    if not isinstance(x0, Tensor) or x0.device.type != "cuda":
+        where = x0.device if isinstance(x0, Tensor) else type(x0).__name__
+        raise ValueError(f"langevin chain: cuda_graph=True needs a CUDA tensor; '{names[0]}' is on {where}")
+    for t in data:
+        if not isinstance(t, Tensor) or t.device != x0.device:
+            raise ValueError(f"langevin chain: '{names[1]}' must be on {x0.device} like '{names[0]}', got "
+                             f"{t.device if isinstance(t, Tensor) else type(t).__name__}")
+    if generator is not None and generator.device != x0.device:
+        raise ValueError(f"langevin chain: cuda_graph=True needs 'generator' on {x0.device} like '{names[0]}', "
+                         f"got one on {generator.device}")
+
+
+def _potential_key_and_modules(potential) -> tuple[Hashable, tuple[nn.Module, ...]]:
+    if isinstance(potential, Potential):
+        return potential.key, potential.modules
+    return graphs.callable_identity(potential), _modules_of(potential)
+
+
+def _run_graphed(potential, x0: Tensor, spec: Langevin, data: tuple, generator) -> tuple[Tensor, ChainDiagnostics]:
+    """The chain through a cached CUDA graph; the start state and the data are its static inputs."""
+    identity, modules = _potential_key_and_modules(potential)
+    inputs = (x0, *(t.detach() for t in data))
+    key = (identity, spec, tuple((tuple(t.shape), t.dtype) for t in inputs), x0.device, generator is not None)
+    # an explicit generator lends its state to the device's capture generator: one graph serves every generator
+    rng = None if generator is None else graphs.capture_generator(x0.device)
+
+    def chain(x: Tensor, *extras: Tensor) -> tuple:
+        x_end, diag = _run_eager(potential, x, spec, extras, rng)
+        return (x_end, *(getattr(diag, name) for name in _GRAPHED_FIELDS))
+
+    x, *fields = graphs.run_captured(key, chain, inputs, modules=modules, generator=rng, lender=generator,
+                                     passes_per_run=spec.steps)
+    return x, ChainDiagnostics(steps=spec.steps, **dict(zip(_GRAPHED_FIELDS, fields)))
+
+
+# -- the keyword forms (kept names) ---------------------------------------------------------------------------------
+def run_langevin_chain(potential: Callable[[Tensor], Tensor], x0: Tensor, steps: int, step_size: float,
+                       noise_std: float, *, prior_precision: float = 0.0, clamp: Clamp = None, mala: bool = False,
+                       generator: Optional[torch.Generator] = None, explicit_noise: bool = False,
+                       diagnostics: bool = False, cuda_graph: bool = False) -> tuple[Tensor, ChainDiagnostics]:
+    """:func:`run_chain` with the spec's fields as keywords (the names of :class:`~dualmcmc.kernels.Langevin`)."""
+    spec = Langevin(steps, step_size, noise_std, prior_precision, clamp, mala, explicit_noise, diagnostics)
+    return run_chain(potential, x0, spec, generator=generator, cuda_graph=cuda_graph)
+
+
+langevin_data_chain = run_langevin_chain  # data-space Langevin on U(x) = E(x) + prior_precision/2 ||x||**2
+
+
+def langevin_latent_chain(generator_fn: Callable[[Tensor], Tensor], z0: Tensor, x: Tensor, steps: int,
+                          step_size: float, noise_std: float, *, sigma: float, prior_sigma: float = 1.0,
+                          likelihood: str = "reference", clamp: Clamp = None, mala: bool = False,
+                          generator: Optional[torch.Generator] = None, explicit_noise: bool = False,
+                          diagnostics: bool = False, cuda_graph: bool = False) -> tuple[Tensor, ChainDiagnostics]:
+    """Langevin on the generator posterior p(z|x) from ``z0``: :func:`run_chain` on
+    :func:`reconstruction_potential` with ``prior_precision = 1/prior_sigma**2`` and ``data=(x,)``."""
+    if not prior_sigma > 0:
+        raise ValueError(f"'prior_sigma' must be > 0, got {prior_sigma}")
+    potential = reconstruction_potential(generator_fn, sigma, likelihood)
+    spec = Langevin(steps, step_size, noise_std, 1.0 / prior_sigma**2, clamp, mala, explicit_noise, diagnostics)
+    if cuda_graph:
+        _check_graphable(z0, (x,), spec, generator, names=("z0", "x"))
+    return run_chain(potential, z0, spec, data=(x,), generator=generator, cuda_graph=cuda_graph)
+
+
+# -- persistent chains ------------------------------------------------------------------------------------------
 class PersistentChains:
     """A buffer of chain states (persistent contrastive divergence / replay buffer).
 
@@ -417,3 +323,4 @@ class PersistentChains:
         self.reinit_fraction = float(state["reinit_fraction"])
         states = state["states"]
         self.states = states if states is None or device is None else states.to(device)
+

@@ -1,6 +1,5 @@
 """accel.fast_forward (torch.compile, autocast, channels_last), graphs helpers that run without CUDA, and the chain
 benchmark's --quick mode (the CI smoke run)."""
-import functools
 import importlib.util
 import sys
 import time
@@ -113,16 +112,18 @@ def test_channels_last_conv_net_gives_the_same_energies_and_gradients():
 
 
 # ---- graphs helpers that need no GPU ----
-def test_modules_of_finds_the_modules_behind_a_potential():
+def test_a_potential_declares_the_modules_it_reads():
+    # Graph capture takes the modules explicitly (as torch.cuda.make_graphed_callables does): a module potential is
+    # its own module, a fast_forward wrapper names its module, a function says which modules it closes over.
     net, other = tiny_mlp(), nn.Linear(2, 1)
-    assert graphs.modules_of(net) == [net]
-    assert graphs.modules_of(net.forward) == [net]
-    assert graphs.modules_of(fast_forward(net)) == [net]
-    assert graphs.modules_of(lambda x: net(x) + other(x).squeeze(1)) == [net, other]
-    assert graphs.modules_of(functools.partial(torch.add, other=1.0)) == []
-    fast = fast_forward(net)
-    assert graphs.modules_of(lambda x: fast(x)) == [net]
-
+    assert samplers.energy_potential(net).modules == (net,)
+    assert samplers.energy_potential(fast_forward(net)).modules == (net,)
+    both = samplers.Potential(lambda x: net(x) + other(x).squeeze(1), modules=(net, other))
+    assert both.modules == (net, other)
+    assert samplers.Potential(lambda x: x.sum(1)).modules == ()
+    assert samplers.energy_potential(net).key == samplers.energy_potential(net).key  # one graph per network
+    recon = samplers.reconstruction_potential(net, 0.3)
+    assert recon.key == samplers.reconstruction_potential(net, 0.3).key != samplers.reconstruction_potential(net, 0.5).key
 
 def test_callable_identity_is_stable_for_bound_methods():
     net = tiny_mlp()

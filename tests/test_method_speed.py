@@ -9,7 +9,7 @@ import torch
 from dualmcmc import graphs
 from dualmcmc.accel import FastForward
 from dualmcmc.methods import METHODS, build_method
-from dualmcmc.methods.base import SpeedOptions
+from dualmcmc.methods.settings import SpeedOptions
 from test_samplers import EagerStandIn
 
 warnings.filterwarnings("ignore", message="dualmcmc.ops", category=RuntimeWarning)
@@ -46,9 +46,8 @@ def twin(name, shape=(2,), **speed):
 def chain_of(method, start, seed=1):
     """The method's own chain from ``start`` with a seeded generator (the op draws its noise from it)."""
     g = torch.Generator().manual_seed(seed)
-    if method.name == "nt_ebm":
-        return method.revise_z(start, generator=g)[0]
-    return method.revise_x(start, generator=g)[0]
+    potential = method.latent_potential if method.name == "nt_ebm" else method.energy_potential()
+    return method.run_chain(potential, start, method.langevin(method.EBM_CHAIN), generator=g)[0]
 
 
 # ---- every config has the keys, checked by name ----
@@ -90,7 +89,7 @@ def test_cuda_graph_on_cpu_names_the_key_and_the_fix():
 def test_backoff_keeps_the_speed_options():
     method = build_method("dual_mcmc", {**TINY["dual_mcmc"], "autocast": "bf16"}, (2,))
     method.backoff(0.5)
-    assert method.config.autocast == "bf16" and method.config.x_step_size == 0.5 * method.base_config.x_step_size
+    assert method.config.autocast == "bf16" and method.langevin("x").step_size == 0.5 * method.config.x_step_size
 
 
 # ---- options that run on CPU ----

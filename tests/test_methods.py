@@ -255,17 +255,22 @@ def test_dual_mcmc_density_includes_the_reference_gaussian_and_the_temperature()
 @pytest.mark.parametrize("name", ALL_METHODS)
 def test_backoff_scales_rates_and_chain_steps_keeping_the_temperature(name):
     method = build_method(name, TINY[name], (2,))
-    step_key, noise_key = method.CHAIN_STEPS[0]
-    step, noise = getattr(method.config, step_key), getattr(method.config, noise_key)
+    chain = method.EBM_CHAIN
+    step, noise = method.langevin(chain).step_size, method.langevin(chain).noise_std
+    temperature = method.temperature
     lrs = [g["lr"] for o in method.optimizers.values() for g in o.param_groups]
+    given = method.config
     method.backoff(0.5)
     method.backoff(0.5)
     assert [g["lr"] for o in method.optimizers.values() for g in o.param_groups] == pytest.approx([lr / 4 for lr in lrs])
-    assert getattr(method.config, step_key) == pytest.approx(step / 4)
-    assert getattr(method.config, noise_key) == pytest.approx(noise / 4)
+    assert method.langevin(chain).step_size == pytest.approx(step / 4)
+    assert method.langevin(chain).noise_std == pytest.approx(noise / 4)
+    assert method.langevin(chain, test=True).step_size == pytest.approx(step / 4)  # the test chain slows too
+    assert method.temperature == pytest.approx(temperature)
+    assert method.config is given  # the config stays as given
     fresh = build_method(name, TINY[name], (2,))
     fresh.load_extra_state(method.extra_state())  # a resumed run keeps the slower chain
-    assert getattr(fresh.config, step_key) == pytest.approx(step / 4) and fresh.backoff_scale == 0.25
+    assert fresh.langevin(chain).step_size == pytest.approx(step / 4) and fresh.backoff_scale == 0.25
     with pytest.raises(ValueError, match="factor"):
         method.backoff(0.0)
 

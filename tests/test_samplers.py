@@ -341,7 +341,7 @@ class EagerStandIn:
 @pytest.fixture
 def graphs_on_cpu(monkeypatch):
     monkeypatch.setattr(samplers.graphs, "CapturedChain", EagerStandIn)
-    monkeypatch.setattr(samplers, "_check_graphable", lambda *args: None)
+    monkeypatch.setattr(samplers, "_check_graphable", lambda *args, **kwargs: None)
     samplers.graphs.clear_cache()
     EagerStandIn.made = 0
     yield

@@ -1,7 +1,8 @@
 """Learning methods: one file per method, each a :class:`Method` whose ``train_step`` is one iteration."""
 from __future__ import annotations
 
-from .base import Method
+from .base import Method, build_nets_for
+from .settings import SpeedOptions
 from .coopnets import CoopNets, CoopNetsConfig
 from .dual_mcmc import DualMCMC, DualMCMCConfig
 from .nt_ebm import NTEBM, NTEBMConfig
@@ -22,5 +23,14 @@ def build_method(name: str, params: dict | None, data_shape: tuple[int, ...]) ->
     return cls(cls.config_from_params(params), tuple(data_shape))
 
 
-__all__ = ["METHODS", "Method", "build_method", "DualMCMC", "DualMCMCConfig", "VAEMCMC", "VAEMCMCConfig", "NTEBM",
+def build_nets(name: str, params: dict | None, data_shape: tuple[int, ...]) -> dict:
+    """{"ebm", "generator", "encoder"} of the method ``name`` configured by ``params``, for data of ``data_shape``,
+    as :func:`build_method` would build them (a net the method lacks is None). ``dualmcmc.build_nets(config)`` takes
+    a whole training config instead."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; available methods: {sorted(METHODS)}")
+    return build_nets_for(METHODS[name].config_from_params(params), tuple(int(d) for d in data_shape))
+
+
+__all__ = ["METHODS", "Method", "SpeedOptions", "build_method", "build_nets", "DualMCMC", "DualMCMCConfig", "VAEMCMC", "VAEMCMCConfig", "NTEBM",
            "NTEBMConfig", "CoopNets", "CoopNetsConfig", "ShortRun", "ShortRunConfig"]

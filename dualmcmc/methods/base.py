@@ -1,111 +1,97 @@
-"""The Method base class (one learning method = EBM + helpers + one training iteration) and build_method."""
+"""The Method base class (one learning method = EBM + helpers + one training iteration), and the pieces the methods
+share: the chains they run, the contrastive loss, the optimisers."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, ClassVar, Optional
 
 import torch
 from torch import Tensor, nn
 
-from .. import nets
-from ..accel import AUTOCAST_DTYPES, fast_forward
+from .. import nets, samplers
+from ..accel import fast_forward
+from ..kernels import Langevin, random_tensor
+from .settings import SpeedOptions, check_config, langevin_spec, validate_params
 
-
-@dataclasses.dataclass
-class SpeedOptions:
-    """Speed options for the chains, shared by every method's Config (README, "Speed").
-
-    They apply to the networks the Langevin chains call (about 70 of the ~77 network passes of a Dual-MCMC
-    iteration); the loss passes stay eager float32, so the learning itself is unchanged up to bf16 rounding of the
-    chains' gradients. Off by default: the reference iteration.
-
-    cuda_graph: capture each fixed-shape chain into a CUDA graph once and replay it (:mod:`dualmcmc.graphs`); needs a
-        CUDA device, and neither MALA nor explicit_noise.
-    compile: ``torch.compile`` the networks the chains call.
-    autocast: "bf16" or "fp16": run those networks under autocast; the chain state and the update stay float32.
-    channels_last: NHWC weights and inputs for conv nets (faster convolutions on tensor cores).
-    """
-
-    cuda_graph: bool = False
-    compile: bool = False
-    autocast: Optional[str] = None
-    channels_last: bool = False
-
-
-def check_speed_options(config: Any) -> None:
-    """ValueErrors naming the keys for speed options that cannot work together."""
-    if config.autocast is not None and config.autocast not in AUTOCAST_DTYPES:
-        raise ValueError(f"autocast must be one of {sorted(AUTOCAST_DTYPES)} or null, got {config.autocast!r}")
-    for key in ("cuda_graph", "compile", "channels_last"):
-        if not isinstance(getattr(config, key), bool):
-            raise ValueError(f"{key} must be true or false, got {getattr(config, key)!r}")
-    if config.cuda_graph:
-        malas = [f.name for f in dataclasses.fields(config) if f.name.endswith("_mala") and getattr(config, f.name)]
-        if malas:
-            raise ValueError(f"cuda_graph: true cannot capture a MALA chain ({', '.join(malas)}: true): the accept "
-                             "step is per-chain control flow; turn one of them off")
-        if getattr(config, "explicit_noise", False):
-            raise ValueError("cuda_graph: true needs the op's own (graph-safe) noise: set explicit_noise: false")
+__all__ = ["Method", "SpeedOptions", "adam", "build_nets_for", "contrastive_loss", "diag_normal_nll",
+           "exponential_schedulers", "kl_to_standard_normal", "randn", "squared_error_per_batch"]
 
 
 class Method(nn.Module):
-    """One learning method. Subclasses set ``name`` and ``Config`` (a dataclass) and build their nets.
+    """One learning method. Subclasses set ``name`` and ``Config`` (a dataclass of :func:`settings.setting` fields)
+    and build their nets.
 
     Attributes: ``ebm`` (energy net, (N, *data_shape) -> (N,)), ``generator`` / ``encoder`` (or None),
-    ``optimizers`` and ``schedulers`` (dicts keyed "ebm", "generator", "encoder"; schedulers step per epoch).
-    ``CHAIN_STEPS`` names the (step size, noise std) Config fields of the chain :meth:`backoff` slows down.
+    ``optimizers`` and ``schedulers`` (dicts keyed "ebm", "generator", "encoder"; schedulers step per epoch),
+    ``chains`` (a PersistentChains buffer, or None). ``EBM_CHAIN`` names the chain that samples the EBM (its
+    Config fields have that ``chain``): a recovery's :meth:`backoff` slows it, and its temperature is the model's.
+    ``PRIOR_PRECISION`` gives the Gaussian prior of chains that have no prior_sigma field.
     """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object
-    CHAIN_STEPS: ClassVar[tuple[tuple[str, str], ...]] = (("x_step_size", "x_noise_std"),)
+    EBM_CHAIN: ClassVar[str] = "x"
+    PRIOR_PRECISION: ClassVar[dict[str, float]] = {}
 
     def __init__(self, config: Any, data_shape: tuple[int, ...]):
         super().__init__()
-        self.config = config
-        self.base_config = config  # the config as given; ``config`` is this with the backoff applied
+        check_config(config)
+        self.config = config  # as given; a recovery's slow-down lives in backoff_scale and reaches the chain specs
         self.backoff_scale = 1.0
         self.data_shape = tuple(int(d) for d in data_shape)
         self.generator: Optional[nn.Module] = None
         self.encoder: Optional[nn.Module] = None
+        self.chains: Optional[samplers.PersistentChains] = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
-        if isinstance(config, SpeedOptions):
-            check_speed_options(config)
         self._chain_nets: dict[int, Callable] = {}  # id(module) -> its fast_forward wrapper (made once)
 
-    # -- construction helpers -------------------------------------------------------------------------------
     @classmethod
     def config_from_params(cls, params: dict | None) -> Any:
-        """The method's Config from a flat dict; unknown keys raise a ValueError listing the valid ones."""
-        params = dict(params or {})
-        fields = {f.name: f for f in dataclasses.fields(cls.Config)}
-        unknown = sorted(set(params) - set(fields))
-        if unknown:
-            raise ValueError(
-                f"unknown parameter(s) {unknown} for method {cls.name!r}; valid keys: {sorted(fields)}"
-            )
-        for key, value in params.items():
-            if isinstance(value, list):  # YAML gives lists where the dataclass holds tuples (betas, clamp)
-                params[key] = tuple(value)
-        return cls.Config(**params)
-
-    def make_ebm(self) -> nn.Module:
-        """The energy net for ``config.arch`` and the data shape (MLP for vectors, conv / ResNet for images)."""
-        c = self.config
-        return nets.make_energy(c.arch, self.data_shape, c.ebm_hidden, c.ebm_layers, c.ebm_activation)
-
-    def make_generator(self) -> nn.Module:
-        c = self.config
-        return nets.make_generator(c.arch, self.data_shape, c.latent_dim, c.generator_hidden, c.generator_layers)
-
-    def make_encoder(self) -> nn.Module:
-        c = self.config
-        return nets.make_encoder(c.arch, self.data_shape, c.latent_dim, c.encoder_hidden, c.encoder_layers)
+        """The method's Config from a flat dict, every value checked; unknown keys raise a ValueError listing the
+        valid ones."""
+        return validate_params(cls.Config, params, f"model (method {cls.name!r})")
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    # -- chains ----------------------------------------------------------------------------------------------
+    def langevin(self, chain: str, *, test: bool = False) -> Langevin:
+        """The settings of ``chain`` ("x" or "z") as this method runs it now: from the config, with the backoff
+        scale on the EBM's chain; diagnostics on for training chains when ``chain_diagnostics`` is set."""
+        scale = self.backoff_scale if chain == self.EBM_CHAIN else 1.0
+        diagnostics = not test and bool(getattr(self.config, "chain_diagnostics", False))
+        return langevin_spec(self.config, chain, test=test, scale=scale,
+                             prior_precision=self.PRIOR_PRECISION.get(chain), diagnostics=diagnostics)
+
+    @property
+    def temperature(self) -> float:
+        """T of the density exp(-U/T) the EBM defines: the temperature of the EBM's chain."""
+        return self.langevin(self.EBM_CHAIN).temperature
+
+    def energy_potential(self) -> samplers.Potential:
+        """The EBM as its chains' potential (through the speed options); made once, so graphs are reused."""
+        if not hasattr(self, "_energy_potential"):
+            self._energy_potential = samplers.energy_potential(self.chain_net(self.ebm), modules=(self.ebm,))
+        return self._energy_potential
+
+    def run_chain(self, potential: Callable[..., Tensor], x0: Tensor, spec: Langevin, *, data: tuple = (),
+                  generator: Optional[torch.Generator] = None) -> tuple[Tensor, samplers.ChainDiagnostics]:
+        """Every chain of every method: :func:`dualmcmc.samplers.run_chain`, captured as a CUDA graph when the
+        config asks for it."""
+        return samplers.run_chain(potential, x0, spec, data=data, generator=generator,
+                                  cuda_graph=self.chain_cuda_graph(x0))
+
+    def persistent_chain(self, potential: Callable[..., Tensor], n: int, init: Callable[[int], Tensor],
+                         spec: Langevin) -> tuple[Tensor, samplers.ChainDiagnostics]:
+        """``n`` chains continued from the persistent buffer (a fraction restarted from ``init``), their end states
+        stored back; without a buffer, ``n`` fresh chains from ``init``."""
+        if self.chains is None:
+            return self.run_chain(potential, init(n), spec)
+        x0, slots = self.chains.draw(n, init)
+        x, diag = self.run_chain(potential, x0, spec)
+        self.chains.store(slots, x)
+        return x, diag
 
     # -- speed options for the chains (SpeedOptions) --------------------------------------------------------
     def chain_net(self, module: nn.Module) -> Callable:
@@ -142,29 +128,43 @@ class Method(nn.Module):
         for scheduler in self.schedulers.values():
             scheduler.step()
 
+    @torch.no_grad()
     def log_prob_unnormalized(self, x: Tensor) -> Tensor:
-        """(N,) unnormalised log-density of the model at ``x`` (no graph)."""
-        raise NotImplementedError
+        """(N,) unnormalised log-density of the model at ``x`` (no graph): -U(x)/T, U = E plus the EBM chain's
+        Gaussian prior/reference term, T its temperature: the density that chain targets and the loss fits."""
+        x = x.to(self.device)
+        energy = self.ebm(x)
+        precision = self.langevin(self.EBM_CHAIN).prior_precision
+        if precision:
+            energy = energy + 0.5 * precision * x.flatten(1).square().sum(dim=1)
+        return -energy / self.temperature
 
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        """``n`` samples of the EBM as the method draws them (detached)."""
-        raise NotImplementedError
+        """``n`` samples of the EBM as the method draws them (detached): the generator's samples revised by the
+        test-time EBM chain (methods without a generator override this)."""
+        x, _ = self.run_chain(self.energy_potential(), self.generator_sample(n, generator),
+                              self.langevin(self.EBM_CHAIN, test=True), generator=generator)
+        return x
 
+    @torch.no_grad()
     def generator_sample(self, n: int, generator: Optional[torch.Generator] = None) -> Optional[Tensor]:
-        """``n`` samples of the generator alone, or None for methods without a generator."""
-        return None
+        """``n`` samples of the generator alone, G(z) with z ~ N(0, I), or None for methods without a generator."""
+        if self.generator is None:
+            return None
+        return self.generator(randn(n, self.config.latent_dim, next(self.generator.parameters()), generator))
 
     def reconstruct(self, x: Tensor) -> Optional[Tensor]:
         """Reconstructions of ``x`` through the encoder (+ latent chain) and generator, or None."""
         return None
 
+    # -- recovery and checkpoints ---------------------------------------------------------------------------
     def backoff(self, factor: float) -> None:
         """Slow learning down after a divergence: every learning rate (optimizer groups and the schedulers' base
-        rates) and the chain's step size AND noise std (``CHAIN_STEPS``) are multiplied by ``factor``.
+        rates) and the EBM chain's step size AND noise std are multiplied by ``factor``.
 
         Step and noise move together so that the chain's temperature, and so the density the EBM defines, stays
         the same. Cumulative; the scale is part of :meth:`extra_state`, so a resumed run keeps it (the learning
-        rates come back with the optimizer and scheduler states).
+        rates come back with the optimizer and scheduler states). The config stays as given.
         """
         if not 0.0 < factor <= 1.0:
             raise ValueError(f"backoff: 'factor' must be in (0, 1], got {factor!r}")
@@ -173,28 +173,45 @@ class Method(nn.Module):
                 group["lr"] *= factor
         for scheduler in self.schedulers.values():
             scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
-        self._set_chain_scale(self.backoff_scale * factor)
-
-    def _set_chain_scale(self, scale: float) -> None:
-        self.backoff_scale = float(scale)
-        changes = {}
-        for pair in self.CHAIN_STEPS:
-            for name in pair:
-                value = getattr(self.base_config, name)
-                if value is not None:
-                    changes[name] = value * self.backoff_scale
-        self.config = dataclasses.replace(self.base_config, **changes)
+        self.backoff_scale *= factor
 
     def extra_state(self) -> dict:
-        """State outside parameters/buffers/optimizers that a checkpoint must keep (e.g. persistent chains).
-
-        Subclasses extend the dict of the base class (``{**super().extra_state(), ...}``).
-        """
-        return {"backoff_scale": self.backoff_scale}
+        """State outside parameters/buffers/optimizers that a checkpoint must keep: the backoff scale and the
+        persistent chains. Subclasses extend the dict of the base class (``{**super().extra_state(), ...}``)."""
+        state = {"backoff_scale": self.backoff_scale}
+        if self.chains is not None:
+            state["chains"] = self.chains.state_dict()
+        return state
 
     def load_extra_state(self, state: dict) -> None:
         """Restore what :meth:`extra_state` returned (subclasses call ``super().load_extra_state(state)``)."""
-        self._set_chain_scale(float(state.get("backoff_scale", 1.0)))
+        self.backoff_scale = float(state.get("backoff_scale", 1.0))
+        if self.chains is not None and "chains" in state:
+            self.chains.load_state_dict(state["chains"], device=self.device)  # checkpoints load onto the CPU
+
+
+def build_nets_for(config: Any, data_shape: tuple[int, ...]) -> dict[str, Optional[nn.Module]]:
+    """{"ebm", "generator", "encoder"} for a method's Config (nets its Config has no keys for are None), built in
+    that order (the order every method draws their initial weights in)."""
+    c = config
+    return {
+        "ebm": nets.make_energy(c.arch, data_shape, c.ebm_hidden, c.ebm_layers, getattr(c, "ebm_activation", "silu")),
+        "generator": nets.make_generator(c.arch, data_shape, c.latent_dim, c.generator_hidden, c.generator_layers)
+        if hasattr(c, "generator_hidden") else None,
+        "encoder": nets.make_encoder(c.arch, data_shape, c.latent_dim, c.encoder_hidden, c.encoder_layers)
+        if hasattr(c, "encoder_hidden") else None,
+    }
+
+
+def contrastive_loss(energy_data: Tensor, energy_samples: Tensor, *, temperature: Optional[float] = None,
+                     energy_l2: float = 0.0) -> tuple[Tensor, Tensor]:
+    """(loss, gap) of the EBM's maximum-likelihood update: gap = mean E(data) - mean E(samples); loss = gap / T when
+    a temperature is given (the exact gradient of exp(-E/T)), plus energy_l2 * mean(E(data)^2 + E(samples)^2)."""
+    gap = energy_data.mean() - energy_samples.mean()
+    loss = gap / temperature if temperature is not None else gap
+    if energy_l2 > 0:
+        loss = loss + energy_l2 * (energy_data.square().mean() + energy_samples.square().mean())
+    return loss, gap
 
 
 def adam(params, lr: float, betas: tuple[float, float], weight_decay: float = 0.0) -> torch.optim.Adam:
@@ -214,9 +231,7 @@ def exponential_schedulers(optimizers: dict, gamma: float) -> dict:
 
 def randn(n: int, dim: int, like: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
     """(n, dim) standard normals with the device and dtype of ``like``, drawn with ``generator``."""
-    if generator is not None and generator.device != like.device:
-        return torch.randn(n, dim, generator=generator, dtype=like.dtype).to(like.device)
-    return torch.randn(n, dim, device=like.device, dtype=like.dtype, generator=generator)
+    return random_tensor("normal", (n, dim), device=like.device, dtype=like.dtype, generator=generator)
 
 
 def diag_normal_nll(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
@@ -227,4 +242,3 @@ def diag_normal_nll(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
 def squared_error_per_batch(a: Tensor, b: Tensor) -> Tensor:
     """sum((a - b)**2) / B: MSELoss(reduction='sum') divided by the batch size, as in the Dual-MCMC code."""
     return (a - b).square().sum() / a.shape[0]
-

@@ -1,6 +1,6 @@
 """CoopNets (Xie et al., AAAI 2018): a generator and an EBM ("descriptor") taught cooperatively.
 
-One iteration, in the reference order (methods.md §5), Langevin -> EBM -> G:
+One iteration, in the reference order (docs/methods.md §5), Langevin -> EBM -> G:
 
     z ~ N(0, I);  x0 = G(z)
     x = Langevin on U(x) = E(x) + ||x||^2 / (2 ref_sigma^2), noise on   (E = -f, our energy convention)
@@ -18,9 +18,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import samplers
-from ..ops import temperature
-from .base import Method, SpeedOptions, adam, exponential_schedulers, randn
+from .base import Method, SpeedOptions, adam, build_nets_for, contrastive_loss, exponential_schedulers, randn
+from .settings import setting
 
 
 @dataclass
@@ -41,26 +40,26 @@ class CoopNetsConfig(SpeedOptions):
       * one chain per data point of the batch (the reference runs M = 144 chains against batches of 100).
     """
 
-    latent_dim: int = 8
-    ref_sigma: float = 2.0
-    gen_sigma: float = 0.3
-    x_steps: int = 15
-    x_step_size: float = 0.05
-    x_noise_std: float = 0.05
-    x_clamp: Optional[tuple] = None
-    x_mala: bool = False
-    test_x_steps: Optional[int] = None
-    lr_ebm: float = 1e-3
-    lr_generator: float = 1e-4
-    betas: tuple = (0.5, 0.999)
-    weight_decay_ebm: float = 0.0
-    weight_decay_generator: float = 0.0
-    lr_decay: float = 1.0
-    ebm_hidden: int = 256
-    ebm_layers: int = 3
+    latent_dim: int = setting(8, check="count")
+    ref_sigma: float = setting(2.0, chain="x", role="prior_sigma")
+    gen_sigma: float = setting(0.3, check="positive")
+    x_steps: int = setting(15, chain="x", role="steps")
+    x_step_size: float = setting(0.05, chain="x", role="step_size")
+    x_noise_std: float = setting(0.05, chain="x", role="noise_std")
+    x_clamp: Optional[tuple] = setting(None, chain="x", role="clamp")
+    x_mala: bool = setting(False, chain="x", role="mala")
+    test_x_steps: Optional[int] = setting(None, chain="x", role="test_steps")
+    lr_ebm: float = setting(1e-3, check="positive")
+    lr_generator: float = setting(1e-4, check="positive")
+    betas: tuple = setting((0.5, 0.999))
+    weight_decay_ebm: float = setting(0.0, check="non_negative")
+    weight_decay_generator: float = setting(0.0, check="non_negative")
+    lr_decay: float = setting(1.0, check="positive")
+    ebm_hidden: int = setting(256, check="count")
+    ebm_layers: int = setting(3, check="count")
     ebm_activation: str = "silu"
-    generator_hidden: int = 256
-    generator_layers: int = 3
+    generator_hidden: int = setting(256, check="count")
+    generator_layers: int = setting(3, check="count")
     explicit_noise: bool = False
     chain_diagnostics: bool = True
     arch: str = "auto"  # nets: "auto" (MLP for vectors, conv for images), "mlp", "conv", "cifar10", "celeba64"
@@ -73,24 +72,13 @@ class CoopNets(Method):
     def __init__(self, config: CoopNetsConfig, data_shape: tuple[int, ...]):
         super().__init__(config, data_shape)
         c = config
-        self.ebm, self.generator = self.make_ebm(), self.make_generator()
+        nets = build_nets_for(c, self.data_shape)
+        self.ebm, self.generator = nets["ebm"], nets["generator"]
         self.optimizers = {
             "ebm": adam(self.ebm.parameters(), c.lr_ebm, c.betas, c.weight_decay_ebm),
             "generator": adam(self.generator.parameters(), c.lr_generator, c.betas, c.weight_decay_generator),
         }
         self.schedulers = exponential_schedulers(self.optimizers, c.lr_decay)
-
-    @property
-    def temperature(self) -> float:
-        return temperature(self.config.x_step_size, self.config.x_noise_std)
-
-    def revise_x(self, x0: Tensor, steps=None, generator=None, diagnostics=False):
-        """Langevin on E(x) + ||x||^2/(2 ref_sigma^2) from ``x0`` (detached result)."""
-        c = self.config
-        return samplers.langevin_data_chain(
-            self.chain_net(self.ebm), x0, c.x_steps if steps is None else steps, c.x_step_size, c.x_noise_std,
-            prior_precision=1.0 / c.ref_sigma**2, clamp=c.x_clamp, mala=c.x_mala, generator=generator,
-            explicit_noise=c.explicit_noise, diagnostics=diagnostics, cuda_graph=self.chain_cuda_graph(x0))
 
     def train_step(self, x: Tensor) -> dict[str, float]:
         c = self.config
@@ -101,13 +89,12 @@ class CoopNets(Method):
         z = randn(batch, c.latent_dim, x)
         with torch.no_grad():
             x0 = self.generator(z)
-        x_syn, diag_x = self.revise_x(x0, diagnostics=c.chain_diagnostics)
+        x_syn, diag_x = self.run_chain(self.energy_potential(), x0, self.langevin("x"))
 
         # ---- EBM: lower the energy of data, raise it on the revised samples ----
         self.optimizers["ebm"].zero_grad()
-        e_data = self.ebm(x).mean()
-        e_syn = self.ebm(x_syn).mean()
-        loss_e = e_data - e_syn
+        energy_data, energy_syn = self.ebm(x), self.ebm(x_syn)
+        loss_e, _ = contrastive_loss(energy_data, energy_syn)
         loss_e.backward()
         self.optimizers["ebm"].step()
 
@@ -120,24 +107,12 @@ class CoopNets(Method):
         out = {
             "energy_gap": float(loss_e.detach()),
             "loss_ebm": float(loss_e.detach()),
-            "energy_data": float(e_data.detach()),
-            "energy_samples": float(e_syn.detach()),
+            "energy_data": float(energy_data.detach().mean()),
+            "energy_samples": float(energy_syn.detach().mean()),
             "loss_generator": float(loss_g.detach()),
         }
         out.update(diag_x.summary("x_chain/"))
         return out
 
-    @torch.no_grad()
-    def log_prob_unnormalized(self, x: Tensor) -> Tensor:
-        """-(E(x) + ||x||^2/(2 ref_sigma^2)) / T: the density the Langevin chain targets and the EBM loss fits."""
-        x = x.to(self.device)
-        reference = x.reshape(x.shape[0], -1).square().sum(1) / (2 * self.config.ref_sigma**2)
-        return -(self.ebm(x) + reference) / self.temperature
-
-    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        x, _ = self.revise_x(self.generator_sample(n, generator), self.config.test_x_steps, generator=generator)
-        return x
-
-    @torch.no_grad()
-    def generator_sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        return self.generator(randn(n, self.config.latent_dim, next(self.generator.parameters()), generator))
+    # log_prob_unnormalized (the base class's): -(E(x) + ||x||^2/(2 ref_sigma^2)) / T, the density the Langevin chain
+    # targets and the EBM loss fits; sample: G(z) revised by the EBM chain (test_x_steps, else x_steps).

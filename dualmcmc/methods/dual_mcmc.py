@@ -1,6 +1,6 @@
 """Dual-MCMC teaching (Cui & Han, NeurIPS 2023): EBM + generator + inference model, taught by two MCMC chains.
 
-One iteration, in the order of the reference code (methods.md §2.2), G -> I -> E:
+One iteration, in the order of the reference code (docs/methods.md §2.2), G -> I -> E:
 
     z0 ~ N(0, I);  x0 = G(z0)                       generator proposals (graph kept for errSample)
     x_t = LangevinX_E(x0)                           EBM-revised samples  (data-space chain, temperature T)
@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 
 from .. import samplers
-from ..ops import temperature
-from .base import Method, SpeedOptions, adam, diag_normal_nll, exponential_schedulers, randn, squared_error_per_batch
+from .base import (Method, SpeedOptions, adam, build_nets_for, contrastive_loss, diag_normal_nll,
+                   exponential_schedulers, randn, squared_error_per_batch)
+from .settings import setting
 
 
 @dataclass
@@ -55,50 +56,52 @@ class DualMCMCConfig(SpeedOptions):
     the training values.
     """
 
-    latent_dim: int = 8
-    sigma: float = 0.3
-    prior_sigma: float = 1.0
+    latent_dim: int = setting(8, check="count")
+    sigma: float = setting(0.3, check="positive")
+    prior_sigma: float = setting(1.0, chain="z", role="prior_sigma")
     # data-space (EBM) chain
-    x_steps: int = 30
-    x_step_size: float = 0.05
-    x_noise_std: float = 1e-3
-    x_clamp: Optional[tuple] = None
-    x_mala: bool = False
-    x_ref_sigma: Optional[float] = None  # None: the reference (no Gaussian); else the EBM is E(x) + ||x||^2/(2 s^2)
+    x_steps: int = setting(30, chain="x", role="steps")
+    x_step_size: float = setting(0.05, chain="x", role="step_size")
+    x_noise_std: float = setting(1e-3, chain="x", role="noise_std")
+    x_clamp: Optional[tuple] = setting(None, chain="x", role="clamp")
+    x_mala: bool = setting(False, chain="x", role="mala")
+    # None: the reference (no Gaussian); else the EBM is E(x) + ||x||^2/(2 s^2)
+    x_ref_sigma: Optional[float] = setting(None, chain="x", role="prior_sigma")
     # latent (generator posterior) chain
-    z_steps: int = 10
-    z_step_size: float = 0.1
-    z_noise_std: float = 0.1
-    z_likelihood: str = "reference"
-    z_mala: bool = False
+    z_steps: int = setting(10, chain="z", role="steps")
+    z_step_size: float = setting(0.1, chain="z", role="step_size")
+    z_noise_std: float = setting(0.1, chain="z", role="noise_std")
+    z_likelihood: str = setting("reference", choices=samplers.LIKELIHOODS)
+    z_mala: bool = setting(False, chain="z", role="mala")
     # test-time sampling (None: as in training)
-    test_x_steps: Optional[int] = None
-    test_x_step_size: Optional[float] = None
-    test_x_noise_std: Optional[float] = None
+    test_x_steps: Optional[int] = setting(None, chain="x", role="test_steps")
+    test_x_step_size: Optional[float] = setting(None, chain="x", role="test_step_size")
+    test_x_noise_std: Optional[float] = setting(None, chain="x", role="test_noise_std")
     # loss weights
-    g_factor: float = 1.0
-    s_factor: float = 50.0
-    i_factor: float = 0.1
+    g_factor: float = setting(1.0, check="non_negative")
+    s_factor: float = setting(50.0, check="non_negative")
+    i_factor: float = setting(0.1, check="non_negative")
     # optimisation
-    lr_ebm: float = 1e-4
-    lr_generator: float = 3e-4
-    lr_encoder: float = 1e-4
-    betas: tuple = (0.0, 0.9)
-    weight_decay_ebm: float = 0.0
-    weight_decay_generator: float = 5e-4
-    weight_decay_encoder: float = 5e-4
-    lr_decay: float = 0.998
+    lr_ebm: float = setting(1e-4, check="positive")
+    lr_generator: float = setting(3e-4, check="positive")
+    lr_encoder: float = setting(1e-4, check="positive")
+    betas: tuple = setting((0.0, 0.9))
+    weight_decay_ebm: float = setting(0.0, check="non_negative")
+    weight_decay_generator: float = setting(5e-4, check="non_negative")
+    weight_decay_encoder: float = setting(5e-4, check="non_negative")
+    lr_decay: float = setting(0.998, check="positive")
     use_temp: bool = True
     fine_tune: bool = True
-    energy_l2: float = 0.0  # 0: the reference; else + energy_l2 * mean(E(data)^2 + E(samples)^2) in the EBM loss
+    energy_l2: float = setting(0.0, check="non_negative")  # 0: the reference; else + energy_l2 * mean(E(data)^2 +
+                                                           #   E(samples)^2) in the EBM loss
     # networks
-    ebm_hidden: int = 256
-    ebm_layers: int = 3
+    ebm_hidden: int = setting(256, check="count")
+    ebm_layers: int = setting(3, check="count")
     ebm_activation: str = "silu"
-    generator_hidden: int = 256
-    generator_layers: int = 3
-    encoder_hidden: int = 256
-    encoder_layers: int = 3
+    generator_hidden: int = setting(256, check="count")
+    generator_layers: int = setting(3, check="count")
+    encoder_hidden: int = setting(256, check="count")
+    encoder_layers: int = setting(3, check="count")
     # chains draw their noise with torch.randn (bit-parity with eager reference loops) instead of the op's stream
     explicit_noise: bool = False
     chain_diagnostics: bool = True
@@ -108,69 +111,38 @@ class DualMCMCConfig(SpeedOptions):
 class DualMCMC(Method):
     name = "dual_mcmc"
     Config = DualMCMCConfig
-    CHAIN_STEPS = (("x_step_size", "x_noise_std"), ("test_x_step_size", "test_x_noise_std"))
 
     def __init__(self, config: DualMCMCConfig, data_shape: tuple[int, ...]):
         super().__init__(config, data_shape)
         c = config
-        if c.x_ref_sigma is not None and not c.x_ref_sigma > 0:
-            raise ValueError(f"x_ref_sigma must be > 0 (or None for no reference Gaussian), got {c.x_ref_sigma!r}")
-        if c.z_likelihood not in samplers.LIKELIHOODS:
-            raise ValueError(f"z_likelihood must be one of {samplers.LIKELIHOODS}, got {c.z_likelihood!r}")
-        self.ebm, self.generator, self.encoder = self.make_ebm(), self.make_generator(), self.make_encoder()
+        nets = build_nets_for(c, self.data_shape)
+        self.ebm, self.generator, self.encoder = nets["ebm"], nets["generator"], nets["encoder"]
         self.optimizers = {
             "ebm": adam(self.ebm.parameters(), c.lr_ebm, c.betas, c.weight_decay_ebm),
             "generator": adam(self.generator.parameters(), c.lr_generator, c.betas, c.weight_decay_generator),
             "encoder": adam(self.encoder.parameters(), c.lr_encoder, c.betas, c.weight_decay_encoder),
         }
         self.schedulers = exponential_schedulers(self.optimizers, c.lr_decay)
-
-    @property
-    def ref_precision(self) -> float:
-        """Precision of the optional Gaussian reference in the EBM's density (0 without one)."""
-        s = self.config.x_ref_sigma
-        return 0.0 if s is None else 1.0 / s**2
-
-    @property
-    def temperature(self) -> float:
-        """T = (x_noise_std / x_step_size)**2: the x-chain targets exp(-E/T)."""
-        return temperature(self.config.x_step_size, self.config.x_noise_std)
-
-    # -- the two chains -------------------------------------------------------------------------------------
-    def revise_x(self, x0: Tensor, steps=None, step_size=None, noise_std=None, generator=None, diagnostics=False):
-        """EBM Langevin in data space from ``x0`` (detached result)."""
-        c = self.config
-        return samplers.langevin_data_chain(
-            self.chain_net(self.ebm), x0, c.x_steps if steps is None else steps,
-            c.x_step_size if step_size is None else step_size, c.x_noise_std if noise_std is None else noise_std,
-            prior_precision=self.ref_precision, clamp=c.x_clamp, mala=c.x_mala, generator=generator,
-            explicit_noise=c.explicit_noise, diagnostics=diagnostics, cuda_graph=self.chain_cuda_graph(x0))
-
-    def revise_z(self, z0: Tensor, x: Tensor, generator=None, diagnostics=False):
-        """Generator-posterior Langevin for the codes of ``x`` from ``z0`` (detached result)."""
-        c = self.config
-        return samplers.langevin_latent_chain(
-            self.chain_net(self.generator), z0, x, c.z_steps, c.z_step_size, c.z_noise_std, sigma=c.sigma,
-            prior_sigma=c.prior_sigma, likelihood=c.z_likelihood, mala=c.z_mala, generator=generator,
-            explicit_noise=c.explicit_noise, diagnostics=diagnostics, cuda_graph=self.chain_cuda_graph(z0))
+        # the generator posterior's potential ||G(z) - x||^2 / sigma^2 (reference form): the latent chain's target
+        self.posterior = samplers.reconstruction_potential(self.chain_net(self.generator), c.sigma, c.z_likelihood,
+                                                           modules=(self.generator,))
 
     # -- one iteration --------------------------------------------------------------------------------------
     def train_step(self, x: Tensor) -> dict[str, float]:
         c = self.config
         G, I, E = self.generator, self.encoder, self.ebm
         opt = self.optimizers
-        diagnose = c.chain_diagnostics
         x = x.to(self.device)
-        batch = x.shape[0]
+        x_chain, z_chain = self.langevin("x"), self.langevin("z")
 
         # ---- G step: MLE on EBM-revised samples (known z0) and on data with MCMC-revised posterior codes ----
-        z0 = randn(batch, c.latent_dim, x)
+        z0 = randn(x.shape[0], c.latent_dim, x)
         x0 = G(z0)  # keeps its graph: errSample teaches G through x0
-        x_t, diag_x = self.revise_x(x0, diagnostics=diagnose)
+        x_t, diag_x = self.run_chain(self.energy_potential(), x0, x_chain)
         opt["generator"].zero_grad()
         mu, logvar = I(x)  # logvar is a log-VARIANCE
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        z_t, diag_z = self.revise_z(z, x, diagnostics=diagnose)
+        z_t, diag_z = self.run_chain(self.posterior, z, z_chain, data=(x,))
         err_recon = squared_error_per_batch(G(z_t), x)
         err_sample = squared_error_per_batch(x0, x_t)
         err_g = c.g_factor * err_recon + c.s_factor * err_sample
@@ -189,25 +161,21 @@ class DualMCMC(Method):
         # ---- E step: contrastive loss against a fresh chain from the UPDATED generator with the same z0 ----
         opt["ebm"].zero_grad()
         energy_data = E(x)
-        e_data = energy_data.mean()
         with torch.no_grad():
             x_neg = G(z0)
-        if c.fine_tune:
-            x_neg, _ = self.revise_x(x_neg)
+        if c.fine_tune:  # the reference's second chain; no diagnostics (they would cost a forward pass on E)
+            x_neg, _ = self.run_chain(self.energy_potential(), x_neg, x_chain.replace(diagnostics=False))
         energy_syn = E(x_neg)
-        e_syn = energy_syn.mean()
-        err_e = e_data - e_syn
-        loss_e = err_e / self.temperature if c.use_temp else err_e
-        if c.energy_l2:
-            loss_e = loss_e + c.energy_l2 * (energy_data.square().mean() + energy_syn.square().mean())
+        loss_e, err_e = contrastive_loss(energy_data, energy_syn, temperature=self.temperature if c.use_temp else None,
+                                         energy_l2=c.energy_l2)
         loss_e.backward()
         opt["ebm"].step()
 
         out = {
             "energy_gap": float(err_e.detach()),
             "loss_ebm": float(loss_e.detach()),
-            "energy_data": float(e_data.detach()),
-            "energy_samples": float(e_syn.detach()),
+            "energy_data": float(energy_data.detach().mean()),
+            "energy_samples": float(energy_syn.detach().mean()),
             "loss_generator": float(err_g.detach()),
             "err_recon": float(err_recon.detach()),
             "err_sample": float(err_sample.detach()),
@@ -220,32 +188,12 @@ class DualMCMC(Method):
         return out
 
     # -- evaluation -----------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def log_prob_unnormalized(self, x: Tensor) -> Tensor:
-        """-U(x)/T: U = E (+ the Gaussian reference when x_ref_sigma is set), T the x-chain temperature,
-        whether or not use_temp is set.
-
-        The negatives come from a chain that targets exp(-E/T), and the contrastive loss stops moving when
-        those negatives look like the data, so exp(-E/T) is the density fitted to the data. use_temp (divide
-        the loss by T) makes the loss the exact maximum-likelihood gradient of that density; without it the
-        gradient is the same up to the factor T, which Adam normalises away.
-        """
-        x = x.to(self.device)
-        energy = self.ebm(x)
-        if self.ref_precision:
-            energy = energy + 0.5 * self.ref_precision * x.flatten(1).square().sum(dim=1)
-        return -energy / self.temperature
-
-    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        """G(z), z ~ N(0, I), revised by the EBM chain with the test_x_* settings (training ones when None)."""
-        c = self.config
-        x0 = self.generator_sample(n, generator)
-        x, _ = self.revise_x(x0, c.test_x_steps, c.test_x_step_size, c.test_x_noise_std, generator=generator)
-        return x
-
-    @torch.no_grad()
-    def generator_sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        return self.generator(randn(n, self.config.latent_dim, next(self.generator.parameters()), generator))
+    # log_prob_unnormalized (the base class's): -U(x)/T, U = E (+ the Gaussian reference when x_ref_sigma is set),
+    # T the x-chain temperature, whether or not use_temp is set. The negatives come from a chain that targets
+    # exp(-E/T), and the contrastive loss stops moving when they look like the data, so exp(-E/T) is the density
+    # fitted to the data; use_temp makes the loss its exact maximum-likelihood gradient, and without it the
+    # gradient is the same up to the factor T, which Adam normalises away.
+    # sample (the base class's): G(z), z ~ N(0, I), revised by the EBM chain with the test_x_* settings.
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """G(z_t): z_t from the latent chain started at a sample of q(z|x)."""
@@ -253,6 +201,6 @@ class DualMCMC(Method):
         with torch.no_grad():
             mu, logvar = self.encoder(x)
             z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        z_t, _ = self.revise_z(z, x)
+        z_t, _ = self.run_chain(self.posterior, z, self.langevin("z", test=True), data=(x,))
         with torch.no_grad():
             return self.generator(z_t)

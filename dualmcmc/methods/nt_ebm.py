@@ -5,7 +5,7 @@ The EBM is an exponential tilting of a normalizing flow x = g(z), z ~ N(0, I):
     p(x) ∝ exp(-E(x)) q_flow(x)        pulled back to z:   p(z) ∝ exp(-E(g(z)) - ||z||^2 / 2)
 
 (the flow's Jacobians cancel), so the chains run on z, where the target is close to N(0, I) and mixes, and are
-pushed forward through g. One iteration (methods.md §4.2; no public code exists, so this follows the paper's
+pushed forward through g. One iteration (docs/methods.md §4.2; no public code exists, so this follows the paper's
 abstract and derivation):
 
     phase 1, the first flow_pretrain_iterations iterations (or load flow_checkpoint):
@@ -29,16 +29,19 @@ import torch
 from torch import Tensor
 
 from .. import samplers
+from ..kernels import random_tensor
 from ..nets.flow import ImageFlow, VectorFlow
 from ..ops import temperature
-from .base import Method, SpeedOptions, adam, exponential_schedulers
+from ..validation import ConfigError
+from .base import Method, SpeedOptions, adam, build_nets_for, contrastive_loss, exponential_schedulers
+from .settings import setting
 
 
 @dataclass
 class NTEBMConfig(SpeedOptions):
     """Hyper-parameters of the flow-backbone EBM. Defaults are for vector data such as the 2-D toys.
 
-    The paper's code is not public (methods.md §4): there is no reference iteration to follow, so these are
+    The paper's code is not public (docs/methods.md §4): there is no reference iteration to follow, so these are
     our choices, measured on 8gaussians (benchmarks/RESULTS.md, "nt_ebm settings"). The flow is fitted first and
     then kept fixed (the paper's set-up as far as it is known); ``train_flow`` learns it jointly. Latent chains
     run at T = 1 (a = b = z_step_size) and are persistent: short-run chains from N(0, I) barely leave the flow's
@@ -48,55 +51,57 @@ class NTEBMConfig(SpeedOptions):
     """
 
     # flow backbone
-    flow_layers: int = 8  # coupling layers (VectorFlow) or flow steps (ImageFlow)
-    flow_hidden: int = 64
+    flow_layers: int = setting(8, check="count")  # coupling layers (VectorFlow) or flow steps (ImageFlow)
+    flow_hidden: int = setting(64, check="count")
     flow_activation: str = "silu"  # VectorFlow conditioners; every nt_ebm number in RESULTS.md used silu (a plain
                                    #   VectorFlow fit of 8gaussians reaches -2.11 nats with relu, -2.57 with silu)
-    flow_pretrain_iterations: int = 1000  # loop iterations spent fitting the flow before the EBM learns
+    flow_pretrain_iterations: int = setting(1000, check="non_negative_count")  # loop iterations spent fitting the
+                                                                              #   flow before the EBM learns
     flow_checkpoint: Optional[str] = None  # a flow state_dict (.pt) or an nt_ebm run directory: skips the fit
-    lr_flow: float = 1e-3
+    lr_flow: float = setting(1e-3, check="positive")
     train_flow: bool = False
-    # latent chain
-    z_steps: int = 20
-    z_step_size: float = 0.1
-    z_noise_std: float = 0.1
-    z_mala: bool = False
-    test_z_steps: Optional[int] = 200  # sample(): fresh chains from N(0, I); 20 steps barely leave the flow's
-                                       #   samples (2-D MMD 0.0107 / 0.0052 / 0.0051 on 2spirals / checkerboard /
-                                       #   pinwheel; 200 steps 0.0015 / 0.0035 / 0.0025; RESULTS.md). None: z_steps
+    # latent chain (its Gaussian prior ||z||^2/2 is the flow's base density: NTEBM.PRIOR_PRECISION)
+    z_steps: int = setting(20, chain="z", role="steps")
+    z_step_size: float = setting(0.1, chain="z", role="step_size")
+    z_noise_std: float = setting(0.1, chain="z", role="noise_std")
+    z_mala: bool = setting(False, chain="z", role="mala")
+    test_z_steps: Optional[int] = setting(200, chain="z", role="test_steps")  # sample(): fresh chains from N(0, I);
+                                       #   20 steps barely leave the flow's samples (2-D MMD 0.0107 / 0.0052 / 0.0051
+                                       #   on 2spirals / checkerboard / pinwheel; 200 steps 0.0015 / 0.0035 / 0.0025;
+                                       #   RESULTS.md). None: z_steps
     persistent: bool = True
-    buffer_size: int = 10_000
-    reinit_fraction: float = 0.05
+    buffer_size: int = setting(10_000, check="count")
+    reinit_fraction: float = setting(0.05, check="fraction")
     # EBM
     use_temp: bool = True
-    energy_l2: float = 0.1  # + energy_l2 * mean(E(data)^2 + E(samples)^2)
-    lr_ebm: float = 1e-4
-    betas: tuple = (0.9, 0.999)
-    weight_decay_ebm: float = 0.0
-    lr_decay: float = 1.0
-    ebm_hidden: int = 256
-    ebm_layers: int = 3
+    energy_l2: float = setting(0.1, check="non_negative")  # + energy_l2 * mean(E(data)^2 + E(samples)^2)
+    lr_ebm: float = setting(1e-4, check="positive")
+    betas: tuple = setting((0.9, 0.999))
+    weight_decay_ebm: float = setting(0.0, check="non_negative")
+    lr_decay: float = setting(1.0, check="positive")
+    ebm_hidden: int = setting(256, check="count")
+    ebm_layers: int = setting(3, check="count")
     ebm_activation: str = "silu"
     explicit_noise: bool = False
     chain_diagnostics: bool = True
     arch: str = "auto"  # energy net: "auto" (MLP for vectors, conv for images), "mlp", "conv", "cifar10", "celeba64"
 
+    def check(self, prefix: str = "") -> None:
+        if self.train_flow and temperature(self.z_step_size, self.z_noise_std) != 1.0:
+            raise ConfigError(f"{prefix}train_flow's joint gradient holds at T = 1: set {prefix}z_noise_std equal to "
+                              f"{prefix}z_step_size")
+
 
 class NTEBM(Method):
     name = "nt_ebm"
     Config = NTEBMConfig
-    CHAIN_STEPS = (("z_step_size", "z_noise_std"),)
+    EBM_CHAIN = "z"
+    PRIOR_PRECISION = {"z": 1.0}  # the flow's base density N(0, I) in the latent target
 
     def __init__(self, config: NTEBMConfig, data_shape: tuple[int, ...]):
         super().__init__(config, data_shape)
         c = config
-        if c.flow_pretrain_iterations < 0:
-            raise ValueError(f"flow_pretrain_iterations must be >= 0, got {c.flow_pretrain_iterations!r}")
-        if c.z_mala and c.z_noise_std <= 0:
-            raise ValueError("z_mala needs z_noise_std > 0")
-        if c.train_flow and temperature(c.z_step_size, c.z_noise_std) != 1.0:
-            raise ValueError("train_flow's joint gradient holds at T = 1: set z_noise_std equal to z_step_size")
-        self.ebm = self.make_ebm()
+        self.ebm = build_nets_for(c, self.data_shape)["ebm"]
         if len(self.data_shape) == 1:
             self.flow = VectorFlow(self.data_shape[0], n_layers=c.flow_layers, hidden=c.flow_hidden,
                                    activation=c.flow_activation)
@@ -112,10 +117,9 @@ class NTEBM(Method):
         self.schedulers = exponential_schedulers(self.optimizers, c.lr_decay)
         self.chains = samplers.PersistentChains(c.buffer_size, c.reinit_fraction) if c.persistent else None
         self.flow_loaded = False  # flow_checkpoint read in (extra_state: a resumed run does not read it again)
-
-    @property
-    def temperature(self) -> float:
-        return temperature(self.config.z_step_size, self.config.z_noise_std)
+        # E(g(z)): the tilt pulled back to the latent space, the chains' potential (the op adds ||z||^2/2)
+        ebm, flow = self.chain_net(self.ebm), self.chain_net(self.flow)
+        self.latent_potential = samplers.Potential(lambda z: ebm(flow(z)), modules=(self.ebm, self.flow))
 
     @property
     def flow_fitted(self) -> bool:
@@ -129,24 +133,12 @@ class NTEBM(Method):
 
     # -- the latent chain ---------------------------------------------------------------------------------------
     def latent_energy(self, z: Tensor) -> Tensor:
-        """E(g(z)): the tilt pulled back to the latent space (the op adds ||z||^2/2 as prior_precision 1).
-        The chain's potential, so both networks go through the speed options (:meth:`chain_net`)."""
-        return self.chain_net(self.ebm)(self.chain_net(self.flow)(z))
+        """E(g(z)) (the latent chain's potential, through the speed options)."""
+        return self.latent_potential(z)
 
     def latent_noise(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """``n`` draws of N(0, I) in the latent space (the flow's base distribution)."""
-        shape = (n, *self.data_shape)
-        if generator is not None and generator.device != self.device:
-            return torch.randn(shape, generator=generator).to(self.device)
-        return torch.randn(shape, generator=generator, device=self.device)
-
-    def revise_z(self, z0: Tensor, steps=None, generator=None, diagnostics=False):
-        """Langevin (or MALA) on E(g(z)) + ||z||^2/2 from ``z0`` (detached result)."""
-        c = self.config
-        return samplers.run_langevin_chain(
-            self.latent_energy, z0, c.z_steps if steps is None else steps, c.z_step_size, c.z_noise_std,
-            prior_precision=1.0, mala=c.z_mala, generator=generator, explicit_noise=c.explicit_noise,
-            diagnostics=diagnostics, cuda_graph=self.chain_cuda_graph(z0))
+        return random_tensor("normal", (n, *self.data_shape), device=self.device, generator=generator)
 
     def data_space_potential(self, x: Tensor) -> Tensor:
         """U(x) = E(x) + ||g^-1(x)||^2/2 - T log|det dg^-1/dx|: Langevin on x at temperature T with this potential
@@ -177,22 +169,14 @@ class NTEBM(Method):
         """Phase 2: latent chains (persistent by default, else from N(0, I)), pushed through the flow, are the
         EBM's negatives."""
         c = self.config
-        if self.chains is not None:
-            z0, slots = self.chains.draw(x.shape[0], self.latent_noise)
-        else:
-            z0 = self.latent_noise(x.shape[0])
-        z, diag_z = self.revise_z(z0, diagnostics=c.chain_diagnostics)
-        if self.chains is not None:
-            self.chains.store(slots, z)
+        z, diag_z = self.persistent_chain(self.latent_potential, x.shape[0], self.latent_noise, self.langevin("z"))
         with torch.no_grad():
             x_neg = self.flow(z)
 
         self.optimizers["ebm"].zero_grad()
         energy_data, energy_neg = self.ebm(x), self.ebm(x_neg)
-        err_e = energy_data.mean() - energy_neg.mean()
-        loss_e = err_e / self.temperature if c.use_temp else err_e
-        if c.energy_l2 > 0:
-            loss_e = loss_e + c.energy_l2 * (energy_data.square().mean() + energy_neg.square().mean())
+        loss_e, err_e = contrastive_loss(energy_data, energy_neg, temperature=self.temperature if c.use_temp else None,
+                                         energy_l2=c.energy_l2)
         loss_e.backward()
         self.optimizers["ebm"].step()
 
@@ -243,7 +227,8 @@ class NTEBM(Method):
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """Fresh latent chains from N(0, I), test_z_steps long (z_steps when None), pushed forward through the
         flow. Training continues persistent chains instead; fresh ones need the longer run to reach the EBM."""
-        z, _ = self.revise_z(self.latent_noise(n, generator), self.config.test_z_steps, generator=generator)
+        z, _ = self.run_chain(self.latent_potential, self.latent_noise(n, generator), self.langevin("z", test=True),
+                              generator=generator)
         with torch.no_grad():
             return self.flow(z)
 
@@ -253,13 +238,8 @@ class NTEBM(Method):
         return self.flow(self.latent_noise(n, generator))
 
     def extra_state(self) -> dict:
-        state = {**super().extra_state(), "flow_loaded": self.flow_loaded}
-        if self.chains is not None:
-            state["chains"] = self.chains.state_dict()
-        return state
+        return {**super().extra_state(), "flow_loaded": self.flow_loaded}
 
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
         self.flow_loaded = bool(state.get("flow_loaded", self.flow_fitted))  # older checkpoints: loaded once fitted
-        if self.chains is not None and "chains" in state:
-            self.chains.load_state_dict(state["chains"], device=self.device)  # checkpoints load onto the CPU

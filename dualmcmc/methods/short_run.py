@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 
 from .. import samplers
-from ..ops import temperature
-from .base import Method, SpeedOptions, adam
+from ..kernels import random_tensor
+from .base import Method, SpeedOptions, adam, build_nets_for, contrastive_loss
+from .settings import setting
 
 
 @dataclass
@@ -29,25 +30,26 @@ class ShortRunConfig(SpeedOptions):
     std 0.1. Adam lr 1e-3, betas (0.9, 0.999); no persistent chains unless asked.
     """
 
-    init: str = "uniform"  # "uniform" over the data range seen so far | "normal" N(0, init_std^2 I)
-    init_std: float = 1.0
-    x_steps: int = 60
-    x_step_size: float = 0.05
-    x_noise_std: float = 0.05
-    x_clamp: Optional[tuple] = None
-    x_mala: bool = False
-    test_x_steps: Optional[int] = None
+    init: str = setting("uniform", choices=("uniform", "normal"))  # "uniform" over the data range seen so far |
+                                                                    #   "normal" N(0, init_std^2 I)
+    init_std: float = setting(1.0, check="positive")
+    x_steps: int = setting(60, chain="x", role="steps")
+    x_step_size: float = setting(0.05, chain="x", role="step_size")
+    x_noise_std: float = setting(0.05, chain="x", role="noise_std")
+    x_clamp: Optional[tuple] = setting(None, chain="x", role="clamp")
+    x_mala: bool = setting(False, chain="x", role="mala")
+    test_x_steps: Optional[int] = setting(None, chain="x", role="test_steps")
     use_temp: bool = True
-    energy_l2: float = 0.0
+    energy_l2: float = setting(0.0, check="non_negative")
     persistent: bool = False
-    buffer_size: int = 10_000
-    reinit_fraction: float = 0.05
-    lr_ebm: float = 1e-3
-    betas: tuple = (0.9, 0.999)
-    weight_decay_ebm: float = 0.0
-    lr_decay: float = 1.0
-    ebm_hidden: int = 256
-    ebm_layers: int = 3
+    buffer_size: int = setting(10_000, check="count")
+    reinit_fraction: float = setting(0.05, check="fraction")
+    lr_ebm: float = setting(1e-3, check="positive")
+    betas: tuple = setting((0.9, 0.999))
+    weight_decay_ebm: float = setting(0.0, check="non_negative")
+    lr_decay: float = setting(1.0, check="positive")
+    ebm_hidden: int = setting(256, check="count")
+    ebm_layers: int = setting(3, check="count")
     ebm_activation: str = "silu"
     explicit_noise: bool = False
     chain_diagnostics: bool = True
@@ -61,9 +63,7 @@ class ShortRun(Method):
     def __init__(self, config: ShortRunConfig, data_shape: tuple[int, ...]):
         super().__init__(config, data_shape)
         c = config
-        if c.init not in ("uniform", "normal"):
-            raise ValueError(f"short_run: init must be 'uniform' or 'normal', got {c.init!r}")
-        self.ebm = self.make_ebm()
+        self.ebm = build_nets_for(c, self.data_shape)["ebm"]
         # Range of the data seen so far (saved with the model): the uniform init spans it.
         self.register_buffer("data_low", torch.full(self.data_shape, float("inf")))
         self.register_buffer("data_high", torch.full(self.data_shape, float("-inf")))
@@ -71,27 +71,17 @@ class ShortRun(Method):
         self.schedulers = {"ebm": torch.optim.lr_scheduler.ExponentialLR(self.optimizers["ebm"], gamma=c.lr_decay)}
         self.chains = samplers.PersistentChains(c.buffer_size, c.reinit_fraction) if c.persistent else None
 
-    @property
-    def temperature(self) -> float:
-        return temperature(self.config.x_step_size, self.config.x_noise_std)
-
     def noise_init(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        """``n`` chain starts: uniform over the data range seen so far ([-1, 1] before any data), or normal."""
+        """``n`` chain starts on the model's device: uniform over the data range seen so far ([-1, 1] before any
+        data), or normal; drawn with ``generator`` on whatever device it lives."""
         shape = (n, *self.data_shape)
         if self.config.init == "normal":
-            return self.config.init_std * torch.randn(shape, generator=generator).to(self.device)
-        u = torch.rand(shape, generator=generator).to(self.device)
+            return self.config.init_std * random_tensor("normal", shape, device=self.device, generator=generator)
+        u = random_tensor("uniform", shape, device=self.device, generator=generator)
         seen = torch.isfinite(self.data_low).all()
         low = self.data_low if seen else torch.full_like(self.data_low, -1.0)
         high = self.data_high if seen else torch.full_like(self.data_high, 1.0)
         return low + (high - low) * u
-
-    def revise_x(self, x0: Tensor, steps=None, generator=None, diagnostics=False):
-        c = self.config
-        return samplers.langevin_data_chain(
-            self.chain_net(self.ebm), x0, c.x_steps if steps is None else steps, c.x_step_size, c.x_noise_std,
-            clamp=c.x_clamp, mala=c.x_mala, generator=generator, explicit_noise=c.explicit_noise,
-            diagnostics=diagnostics, cuda_graph=self.chain_cuda_graph(x0))
 
     def train_step(self, x: Tensor) -> dict[str, float]:
         c = self.config
@@ -100,52 +90,32 @@ class ShortRun(Method):
             self.data_low.copy_(torch.minimum(self.data_low, x.min(0).values))
             self.data_high.copy_(torch.maximum(self.data_high, x.max(0).values))
 
-        # ---- negatives: short-run chains from noise (or from the persistent buffer) ----
-        if self.chains is not None:
-            x0, slots = self.chains.draw(x.shape[0], self.noise_init)
-        else:
-            x0 = self.noise_init(x.shape[0])
-        x_neg, diag_x = self.revise_x(x0, diagnostics=c.chain_diagnostics)
-        if self.chains is not None:
-            self.chains.store(slots, x_neg)
+        # ---- negatives: short-run chains from noise (or continued from the persistent buffer) ----
+        x_neg, diag_x = self.persistent_chain(self.energy_potential(), x.shape[0], self.noise_init,
+                                              self.langevin("x"))
 
         # ---- EBM: contrastive loss, scaled to the chain's temperature ----
         self.optimizers["ebm"].zero_grad()
-        e_data_all, e_neg_all = self.ebm(x), self.ebm(x_neg)
-        err_e = e_data_all.mean() - e_neg_all.mean()
-        loss = err_e / self.temperature if c.use_temp else err_e
-        if c.energy_l2 > 0:
-            loss = loss + c.energy_l2 * (e_data_all.square().mean() + e_neg_all.square().mean())
+        energy_data, energy_neg = self.ebm(x), self.ebm(x_neg)
+        loss, err_e = contrastive_loss(energy_data, energy_neg, temperature=self.temperature if c.use_temp else None,
+                                       energy_l2=c.energy_l2)
         loss.backward()
         self.optimizers["ebm"].step()
 
         out = {
             "energy_gap": float(err_e.detach()),
             "loss_ebm": float(loss.detach()),
-            "energy_data": float(e_data_all.detach().mean()),
-            "energy_samples": float(e_neg_all.detach().mean()),
+            "energy_data": float(energy_data.detach().mean()),
+            "energy_samples": float(energy_neg.detach().mean()),
         }
         out.update(diag_x.summary("x_chain/"))
         return out
 
-    @torch.no_grad()
-    def log_prob_unnormalized(self, x: Tensor) -> Tensor:
-        """-E(x)/T: the density the x-chain targets (T = 1 by default)."""
-        return -self.ebm(x.to(self.device)) / self.temperature
+    # log_prob_unnormalized (the base class's): -E(x)/T, the density the x-chain targets (T = 1 by default).
 
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """Fresh short-run chains from noise (test_x_steps, else x_steps): the training chains unless
         ``persistent`` is on, whose training chains continue from a buffer instead."""
-        x, _ = self.revise_x(self.noise_init(n, generator), self.config.test_x_steps, generator=generator)
+        x, _ = self.run_chain(self.energy_potential(), self.noise_init(n, generator), self.langevin("x", test=True),
+                              generator=generator)
         return x
-
-    def extra_state(self) -> dict:
-        state = super().extra_state()
-        if self.chains is not None:
-            state["chains"] = self.chains.state_dict()
-        return state
-
-    def load_extra_state(self, state: dict) -> None:
-        super().load_extra_state(state)
-        if self.chains is not None and "chains" in state:
-            self.chains.load_state_dict(state["chains"], device=self.device)  # checkpoints load onto the CPU

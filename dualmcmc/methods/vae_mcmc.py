@@ -1,6 +1,6 @@
 """Variational MCMC teaching / CoopVAEBM (Xie, Zheng & Li, AAAI 2021): a VAE as the amortized sampler of an EBM.
 
-One iteration, in the order of the reference code (jianwen-xie/CoopVAEBM model.py, methods.md §3.2),
+One iteration, in the order of the reference code (jianwen-xie/CoopVAEBM model.py, docs/methods.md §3.2),
 Langevin -> EBM -> VAE:
 
     z ~ N(0, I) (n_chains of them);  x0 = G(z)
@@ -22,9 +22,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import samplers
-from ..ops import temperature
-from .base import Method, SpeedOptions, adam, exponential_schedulers, kl_to_standard_normal, randn
+from .base import (Method, SpeedOptions, adam, build_nets_for, contrastive_loss, exponential_schedulers,
+                   kl_to_standard_normal, randn)
+from .settings import setting
 
 
 @dataclass
@@ -47,29 +47,29 @@ class VAEMCMCConfig(SpeedOptions):
     Switch: x_noise_std > 0 adds the Langevin noise the reference comments out (T = (x_noise_std/x_step_size)^2).
     """
 
-    latent_dim: int = 8
-    ref_sigma: float = 2.0
-    x_steps: int = 15
-    x_step_size: float = 0.05
-    x_noise_std: float = 0.0
-    x_clamp: Optional[tuple] = None
-    x_mala: bool = False
-    test_x_steps: Optional[int] = None
-    n_chains: Optional[int] = None
-    w_lat: float = 2.0
-    lr_ebm: float = 1e-3
-    lr_vae: float = 1e-3
-    betas: tuple = (0.5, 0.999)
-    weight_decay_ebm: float = 0.0
-    weight_decay_vae: float = 0.0
-    lr_decay: float = 0.98 ** (1 / 20)
-    ebm_hidden: int = 256
-    ebm_layers: int = 3
+    latent_dim: int = setting(8, check="count")
+    ref_sigma: float = setting(2.0, chain="x", role="prior_sigma")
+    x_steps: int = setting(15, chain="x", role="steps")
+    x_step_size: float = setting(0.05, chain="x", role="step_size")
+    x_noise_std: float = setting(0.0, chain="x", role="noise_std")  # 0: the reference's noiseless chain
+    x_clamp: Optional[tuple] = setting(None, chain="x", role="clamp")
+    x_mala: bool = setting(False, chain="x", role="mala")
+    test_x_steps: Optional[int] = setting(None, chain="x", role="test_steps")
+    n_chains: Optional[int] = setting(None, check="count")  # None: one chain per data point
+    w_lat: float = setting(2.0, check="non_negative")
+    lr_ebm: float = setting(1e-3, check="positive")
+    lr_vae: float = setting(1e-3, check="positive")
+    betas: tuple = setting((0.5, 0.999))
+    weight_decay_ebm: float = setting(0.0, check="non_negative")
+    weight_decay_vae: float = setting(0.0, check="non_negative")
+    lr_decay: float = setting(0.98 ** (1 / 20), check="positive")
+    ebm_hidden: int = setting(256, check="count")
+    ebm_layers: int = setting(3, check="count")
     ebm_activation: str = "silu"
-    generator_hidden: int = 256
-    generator_layers: int = 3
-    encoder_hidden: int = 256
-    encoder_layers: int = 3
+    generator_hidden: int = setting(256, check="count")
+    generator_layers: int = setting(3, check="count")
+    encoder_hidden: int = setting(256, check="count")
+    encoder_layers: int = setting(3, check="count")
     explicit_noise: bool = False
     chain_diagnostics: bool = True
     arch: str = "auto"  # nets: "auto" (MLP for vectors, conv for images), "mlp", "conv", "cifar10", "celeba64"
@@ -82,15 +82,8 @@ class VAEMCMC(Method):
     def __init__(self, config: VAEMCMCConfig, data_shape: tuple[int, ...]):
         super().__init__(config, data_shape)
         c = config
-        if not c.ref_sigma > 0:
-            raise ValueError(f"ref_sigma must be > 0, got {c.ref_sigma!r}")
-        if c.x_noise_std < 0:
-            raise ValueError(f"x_noise_std must be >= 0 (0 = the reference's noiseless chain), got {c.x_noise_std!r}")
-        if c.x_mala and c.x_noise_std == 0:
-            raise ValueError("x_mala needs a noisy chain: set x_noise_std > 0 (e.g. equal to x_step_size)")
-        if c.n_chains is not None and c.n_chains < 1:
-            raise ValueError(f"n_chains must be >= 1 (or None: one chain per data point), got {c.n_chains!r}")
-        self.ebm, self.generator, self.encoder = self.make_ebm(), self.make_generator(), self.make_encoder()
+        nets = build_nets_for(c, self.data_shape)
+        self.ebm, self.generator, self.encoder = nets["ebm"], nets["generator"], nets["encoder"]
         vae_params = [*self.encoder.parameters(), *self.generator.parameters()]
         self.optimizers = {
             "ebm": adam(self.ebm.parameters(), c.lr_ebm, c.betas, c.weight_decay_ebm),
@@ -101,16 +94,7 @@ class VAEMCMC(Method):
     @property
     def temperature(self) -> float:
         """T of the density exp(-U/T) the EBM defines: (b/a)^2 for a noisy chain, 1 for the noiseless one."""
-        c = self.config
-        return temperature(c.x_step_size, c.x_noise_std) if c.x_noise_std > 0 else 1.0
-
-    def revise_x(self, x0: Tensor, steps=None, generator=None, diagnostics=False):
-        """Langevin (noiseless by default) on E(x) + ||x||^2/(2 ref_sigma^2) from ``x0`` (detached result)."""
-        c = self.config
-        return samplers.langevin_data_chain(
-            self.chain_net(self.ebm), x0, c.x_steps if steps is None else steps, c.x_step_size, c.x_noise_std,
-            prior_precision=1.0 / c.ref_sigma**2, clamp=c.x_clamp, mala=c.x_mala, generator=generator,
-            explicit_noise=c.explicit_noise, diagnostics=diagnostics, cuda_graph=self.chain_cuda_graph(x0))
+        return super().temperature if self.config.x_noise_std > 0 else 1.0
 
     def train_step(self, x: Tensor) -> dict[str, float]:
         c = self.config
@@ -120,13 +104,12 @@ class VAEMCMC(Method):
         # ---- Langevin revision of the VAE's samples ----
         with torch.no_grad():
             x0 = self.generator(randn(n_chains, c.latent_dim, x))
-        x_syn, diag_x = self.revise_x(x0, diagnostics=c.chain_diagnostics)
+        x_syn, diag_x = self.run_chain(self.energy_potential(), x0, self.langevin("x"))
 
         # ---- EBM: lower the energy of data, raise it on the revised samples ----
         self.optimizers["ebm"].zero_grad()
-        e_data = self.ebm(x).mean()
-        e_syn = self.ebm(x_syn).mean()
-        loss_e = e_data - e_syn
+        energy_data, energy_syn = self.ebm(x), self.ebm(x_syn)
+        loss_e, _ = contrastive_loss(energy_data, energy_syn)
         loss_e.backward()
         self.optimizers["ebm"].step()
 
@@ -143,8 +126,8 @@ class VAEMCMC(Method):
         out = {
             "energy_gap": float(loss_e.detach()),
             "loss_ebm": float(loss_e.detach()),
-            "energy_data": float(e_data.detach()),
-            "energy_samples": float(e_syn.detach()),
+            "energy_data": float(energy_data.detach().mean()),
+            "energy_samples": float(energy_syn.detach().mean()),
             "loss_vae": float(loss_vae.detach()),
             "vae_recon": float(recon.detach().mean()),
             "vae_kl": float(kl.detach().mean()),
@@ -153,21 +136,8 @@ class VAEMCMC(Method):
         out.update(diag_x.summary("x_chain/"))
         return out
 
-    @torch.no_grad()
-    def log_prob_unnormalized(self, x: Tensor) -> Tensor:
-        """-(E(x) + ||x||^2/(2 ref_sigma^2)) / T (T = 1 for the noiseless reference chain)."""
-        x = x.to(self.device)
-        reference = x.reshape(x.shape[0], -1).square().sum(1) / (2 * self.config.ref_sigma**2)
-        return -(self.ebm(x) + reference) / self.temperature
-
-    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        """G(z), z ~ N(0, I), revised by the EBM chain (test_x_steps, else x_steps), as at training."""
-        x, _ = self.revise_x(self.generator_sample(n, generator), self.config.test_x_steps, generator=generator)
-        return x
-
-    @torch.no_grad()
-    def generator_sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        return self.generator(randn(n, self.config.latent_dim, next(self.generator.parameters()), generator))
+    # log_prob_unnormalized (the base class's): -(E(x) + ||x||^2/(2 ref_sigma^2)) / T (T = 1 for the noiseless
+    # reference chain); sample: G(z), z ~ N(0, I), revised by the EBM chain (test_x_steps, else x_steps).
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:

@@ -75,29 +75,3 @@ def make_encoder(arch: str, data_shape, latent_dim: int, width: int, layers: int
         channels, size = _image_size(data_shape)
         return ConvEncoder(channels, size, latent_dim, width)
     return ReferenceEncoder(arch, nz=latent_dim, nif=width)
-
-
-def build_nets(config) -> dict:
-    """{"generator", "ebm", "encoder"} for the method a config (YAML path, dict or TrainConfig) names, built from
-    its model keys for its data; a net whose keys the method's Config lacks is None (e.g. short_run: EBM only).
-    The data shape comes from ``dualmcmc.data.dataset_shape`` (no pass over named data sets); the reference archs
-    fix it instead."""
-    from ..config import load_config
-    from ..data import dataset_shape
-    from ..methods import METHODS  # late: the methods import these nets
-
-    cfg = load_config(config)
-    c = METHODS[cfg.method].config_from_params(cfg.model)  # the method's defaults for keys the config leaves out
-    arch = getattr(c, "arch", "auto")
-    if arch in REFERENCE_SHAPES:
-        shape = REFERENCE_SHAPES[arch]
-    else:
-        shape = dataset_shape(cfg.data)
-    has = lambda key: hasattr(c, key)  # noqa: E731
-    return {
-        "ebm": make_energy(arch, shape, c.ebm_hidden, c.ebm_layers, getattr(c, "ebm_activation", "silu")),
-        "generator": make_generator(arch, shape, c.latent_dim, c.generator_hidden, c.generator_layers)
-        if has("generator_hidden") else None,
-        "encoder": make_encoder(arch, shape, c.latent_dim, c.encoder_hidden, c.encoder_layers)
-        if has("encoder_hidden") else None,
-    }

@@ -1,0 +1,219 @@
+"""Langevin kernels as plain functions of a named chain state, in the manner of BlackJAX.
+
+A chain is a frozen :class:`Langevin` value (its settings), a :class:`ChainState` (where it is) and a kernel that
+maps a state to the next one and a :class:`StepInfo`::
+
+    spec = Langevin(steps=30, step_size=0.05, noise_std=0.05, mala=True)
+    state = ChainState(x0)
+    for _ in range(spec.steps):
+        state, info = mala_step(energy, state, spec)       # or ula_step: the two are interchangeable
+
+Every update is the fused operator's (:func:`dualmcmc.ops.langevin_step`)::
+
+    x <- clamp(x - a**2/2 * (grad U0(x) + prior_precision * x) + b * eps),   eps ~ N(0, I)
+
+with drift step ``a = step_size`` and noise scale ``b = noise_std`` set apart. The potential is
+``U(x) = U0(x) + prior_precision/2 * ||x||**2`` and the chain targets ``exp(-U/T)``, ``T = (b/a)**2``; ``b == a`` is
+standard Langevin. ``mala_step`` accepts or rejects each proposal per chain (Metropolis-adjusted Langevin), so that
+``exp(-U/T)`` is targeted exactly; its proposal is ``N(x - a**2/2 grad U(x), b**2 I)``.
+
+A potential is any callable ``U0(x, *data) -> (N,)``: one value per chain, without the prior term. Gradients are
+per sample (``autograd.grad(U0(x).sum(), x)``), so a chain never touches parameter ``.grad``.
+:func:`dualmcmc.samplers.run_chain` drives these kernels (diagnostics, CUDA-graph capture).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .ops import langevin_step, temperature
+
+__all__ = ["ChainState", "Langevin", "StepInfo", "init_state", "mala_step", "random_tensor", "ula_step",
+           "value_and_grad"]
+
+Clamp = Optional[tuple[Optional[float], Optional[float]]]
+
+
+def _number(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"Langevin: {name!r} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Langevin:
+    """The settings of one Langevin chain: a frozen, hashable value (a CUDA graph is keyed by it).
+
+    steps: number of updates K. step_size, noise_std: drift step ``a`` and noise scale ``b``; the target is
+    exp(-U/T), T = (b/a)**2. prior_precision: precision of the zero-mean Gaussian in U (applied by the fused op).
+    clamp: optional (lo, hi) bounds applied after every update (with MALA the proposals are clamped and the
+    correction ignores it, so the chain is then no longer exact at the bounds). mala: Metropolis-adjust each
+    update (needs noise_std > 0). explicit_noise: draw the noise with ``torch.randn(..., generator=...)`` and pass
+    it to the op instead of the op's own Philox stream (bit parity with an eager loop that calls randn; MALA always
+    draws explicitly, its proposal density needs the noise). diagnostics: record per-chain energies and gradient
+    norms (costs norms and, without MALA, one extra forward at the end).
+    """
+
+    steps: int
+    step_size: float
+    noise_std: float
+    prior_precision: float = 0.0
+    clamp: Clamp = None
+    mala: bool = False
+    explicit_noise: bool = False
+    diagnostics: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"Langevin: 'steps' must be an int >= 0, got {self.steps!r}")
+        step, noise, prior = (_number(getattr(self, k), k) for k in ("step_size", "noise_std", "prior_precision"))
+        if not (math.isfinite(step) and step > 0):
+            raise ValueError(f"Langevin: 'step_size' must be finite and > 0, got {self.step_size!r}")
+        if not (math.isfinite(noise) and noise >= 0):
+            raise ValueError(f"Langevin: 'noise_std' must be finite and >= 0, got {self.noise_std!r}")
+        if not (math.isfinite(prior) and prior >= 0):
+            raise ValueError(f"Langevin: 'prior_precision' must be finite and >= 0, got {self.prior_precision!r}")
+        if self.mala and noise == 0.0:
+            raise ValueError("Langevin: mala=True needs noise_std > 0 (a noiseless chain has no proposal density)")
+        if self.clamp is not None:
+            bounds = tuple(self.clamp)
+            if len(bounds) != 2 or not all(b is None or not isinstance(b, bool) and isinstance(b, (int, float))
+                                           for b in bounds):
+                raise ValueError(f"Langevin: 'clamp' must be (lo, hi) numbers or None, got {self.clamp!r}")
+            lo, hi = (None if b is None else float(b) for b in bounds)
+            if lo is not None and hi is not None and not lo < hi:
+                raise ValueError(f"Langevin: 'clamp' must have lo < hi, got {self.clamp!r}")
+            object.__setattr__(self, "clamp", (lo, hi))  # floats, so equal settings hash alike
+        for name in ("step_size", "noise_std", "prior_precision"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+    @property
+    def temperature(self) -> float:
+        """T = (noise_std / step_size)**2: the chain targets exp(-U/T)."""
+        return temperature(self.step_size, self.noise_std)
+
+    def replace(self, **changes) -> "Langevin":
+        return dataclasses.replace(self, **changes)
+
+    def scaled(self, factor: float) -> "Langevin":
+        """Step size and noise both times ``factor``: a slower chain at the same temperature (a recovery's backoff)."""
+        if factor == 1.0:
+            return self
+        return self.replace(step_size=self.step_size * factor, noise_std=self.noise_std * factor)
+
+
+class ChainState(NamedTuple):
+    """Where a chain is: the states ``x`` (N, ...), and, when known at ``x``, the per-chain potential ``energy`` = U(x)
+    (prior term included) and ``grad`` = grad U0(x) (prior term excluded; the op adds it). An unadjusted step leaves
+    them unknown (None) at its new state, as computing them would cost a pass the next step may not need."""
+
+    x: Tensor
+    energy: Optional[Tensor] = None
+    grad: Optional[Tensor] = None
+
+
+class StepInfo(NamedTuple):
+    """What one step saw: U at the state it started from (None for ULA without diagnostics), ||grad U|| there (with
+    diagnostics), and for MALA the per-chain accept decisions."""
+
+    energy: Optional[Tensor]
+    grad_norm: Optional[Tensor] = None
+    accepted: Optional[Tensor] = None
+
+
+Potential = Callable[..., Tensor]
+
+
+def per_chain_sum(t: Tensor) -> Tensor:
+    return t.reshape(t.shape[0], -1).sum(dim=1)
+
+
+def prior_term(x: Tensor, prior_precision: float) -> Tensor:
+    """(N,) prior_precision/2 * ||x||**2 per chain."""
+    if prior_precision == 0.0:
+        return x.new_zeros(x.shape[0])
+    return 0.5 * prior_precision * per_chain_sum(x.square())
+
+
+def value_and_grad(potential: Potential, x: Tensor, data: Sequence[Tensor] = ()) -> tuple[Tensor, Tensor]:
+    """Per-chain U0(x) (N,) and its gradient, without building a graph into anything but a fresh leaf."""
+    leaf = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        value = potential(leaf, *data)
+        if value.shape != (x.shape[0],):
+            raise ValueError(
+                f"langevin chain: the energy function must return one energy per chain, shape ({x.shape[0]},); "
+                f"got {tuple(value.shape)}"
+            )
+        (grad,) = torch.autograd.grad(value.sum(), leaf)
+    return value.detach(), grad
+
+
+def random_tensor(kind: str, shape, *, device, dtype=None, generator: Optional[torch.Generator] = None) -> Tensor:
+    """``torch.randn`` ("normal") or ``torch.rand`` ("uniform") of ``shape`` on ``device``, drawn with ``generator``
+    wherever it lives: a generator of another device (a CPU one for CUDA states) draws there and the result moves."""
+    draw = {"normal": torch.randn, "uniform": torch.rand}[kind]
+    if generator is not None and generator.device != torch.device(device):
+        return draw(shape, dtype=dtype, generator=generator).to(device)
+    return draw(shape, dtype=dtype, device=device, generator=generator)
+
+
+def init_state(potential: Potential, x: Tensor, spec: Langevin, data: Sequence[Tensor] = ()) -> ChainState:
+    """The state at ``x`` with its potential and gradient computed (what :func:`mala_step` carries)."""
+    value, grad = value_and_grad(potential, x, data)
+    return ChainState(x.detach(), value + prior_term(x, spec.prior_precision), grad)
+
+
+def _grad_norm(state_x: Tensor, grad: Tensor, spec: Langevin) -> Tensor:
+    return per_chain_sum((grad + spec.prior_precision * state_x).square()).sqrt()
+
+
+def ula_step(potential: Potential, state: ChainState, spec: Langevin, *, data: Sequence[Tensor] = (),
+             generator: Optional[torch.Generator] = None) -> tuple[ChainState, StepInfo]:
+    """One unadjusted Langevin update (the fused op); the new state's energy and gradient are left unknown."""
+    x = state.x
+    if state.grad is None:
+        value, grad = value_and_grad(potential, x, data)
+        energy = value + prior_term(x, spec.prior_precision) if spec.diagnostics else None
+    else:
+        energy, grad = state.energy, state.grad
+    grad_norm = _grad_norm(x, grad, spec) if spec.diagnostics else None
+    noise = None
+    if spec.explicit_noise and spec.noise_std != 0.0:
+        noise = random_tensor("normal", x.shape, device=x.device, dtype=x.dtype, generator=generator)
+    x_new = langevin_step(x, grad, spec.step_size, spec.noise_std, prior_precision=spec.prior_precision, noise=noise,
+                          generator=generator, clamp=spec.clamp)
+    return ChainState(x_new), StepInfo(energy, grad_norm)
+
+
+def mala_step(potential: Potential, state: ChainState, spec: Langevin, *, data: Sequence[Tensor] = (),
+              generator: Optional[torch.Generator] = None) -> tuple[ChainState, StepInfo]:
+    """One Metropolis-adjusted Langevin step for exp(-U/T): proposal y = x - a**2/2 grad U(x) + b eps, accepted per
+    chain with the asymmetric proposal ratio. The new state carries its energy and gradient."""
+    if state.grad is None or state.energy is None:
+        state = init_state(potential, state.x, spec, data)
+    x, energy, grad = state
+    prior, noise_std = spec.prior_precision, spec.noise_std
+    drift = 0.5 * spec.step_size * spec.step_size
+    full_grad = grad + prior * x
+    grad_norm = per_chain_sum(full_grad.square()).sqrt() if spec.diagnostics else None
+    eps = random_tensor("normal", x.shape, device=x.device, dtype=x.dtype, generator=generator)
+    proposal = langevin_step(x, grad, spec.step_size, noise_std, prior_precision=prior, noise=eps, clamp=spec.clamp)
+    value_p, grad_p = value_and_grad(potential, proposal, data)
+    energy_p = value_p + prior_term(proposal, prior)
+    full_grad_p = grad_p + prior * proposal
+    # log q(y|x) uses the realised noise (exact also when clamped values are left aside); log q(x|y) is recomputed.
+    log_q_forward = -0.5 * per_chain_sum(((proposal - x + drift * full_grad) / noise_std).square())
+    log_q_backward = -0.5 * per_chain_sum(((x - proposal + drift * full_grad_p) / noise_std).square())
+    log_alpha = -(energy_p - energy) / spec.temperature + log_q_backward - log_q_forward
+    uniform = random_tensor("uniform", (x.shape[0],), device=x.device, dtype=log_alpha.dtype, generator=generator)
+    accept = (uniform.log() < log_alpha) & torch.isfinite(log_alpha)
+    mask = accept.view(-1, *([1] * (x.dim() - 1)))
+    new = ChainState(torch.where(mask, proposal, x).detach(), torch.where(accept, energy_p, energy),
+                     torch.where(mask, grad_p, grad))
+    return new, StepInfo(energy, grad_norm, accept)
