@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-
-class ConfigError(ValueError):
-    """A configuration (file, key, value, data set or method) the user has to fix; the message says what."""
+from .validation import ConfigError, check_type
 
 
 @dataclass
@@ -54,6 +52,9 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
     batch_size: int = 256  # the global batch: under torchrun each of N processes trains on batch_size / N rows
     n_data: int = 50_000  # size of the data set drawn from a toy density (ignored for files)
+    # CPU threads torch uses while training (torch.set_num_threads; put back afterwards). 1 is fastest for the small
+    # 2-D and 8x8 networks on a shared 2-core machine (README: Threads); 0 keeps torch's default (one per core).
+    threads: int = 1
     model: dict = field(default_factory=dict)  # the method's hyper-parameters (its Config fields)
     log: LogConfig = field(default_factory=LogConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
@@ -68,7 +69,6 @@ SECTIONS = {"log": LogConfig, "guard": GuardConfig, "eval": EvalConfig}
 REQUIRED = ("method", "data")
 # Keys that define the model and its data: a run may only resume with the same values.
 IDENTITY_KEYS = ("method", "data", "n_data", "seed", "batch_size", "model")
-SPEED_KEYS = ("cuda_graph", "compile", "autocast", "channels_last")  # methods.base.SpeedOptions: not identity
 
 
 def load_config(source: "str | Path | dict | TrainConfig", overrides: Iterable[str] = ()) -> TrainConfig:
@@ -146,9 +146,9 @@ def validate(raw: dict) -> TrainConfig:
         if name in SECTIONS:
             kwargs[name] = _section(name, value)
         elif name == "model":
-            kwargs[name] = {} if value is None else _checked(name, value, dict)
+            kwargs[name] = {} if value is None else check_type(name, value, dict)
         else:
-            kwargs[name] = _checked(name, value, hints[name])
+            kwargs[name] = check_type(name, value, hints[name])
     cfg = TrainConfig(**kwargs)
     cfg.model = resolve_model_params(cfg.method, cfg.model)
     _check_ranges(cfg)
@@ -156,40 +156,21 @@ def validate(raw: dict) -> TrainConfig:
 
 
 def resolve_model_params(method: str, params: dict) -> dict:
-    """All Config fields of ``method`` (defaults filled in), with unknown keys and bad types rejected."""
+    """All Config fields of ``method`` (defaults filled in), every value checked by the method's Config (its types,
+    ranges and the rules between keys: dualmcmc.methods.settings), each error naming the ``model.`` key."""
     from .methods import METHODS  # torch-heavy: only when a config is actually validated
+    from .methods.settings import validate_params
 
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; available methods: {sorted(METHODS)}")
-    config_cls = METHODS[method].Config
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    _reject_unknown(params, fields, f"model (method {method!r})")
-    hints = typing.get_type_hints(config_cls)
-    resolved = {}
-    for name, f in fields.items():
-        if name in params:
-            resolved[name] = _checked(f"model.{name}", params[name], hints[name])
-            if isinstance(resolved[name], tuple):
-                _check_pair(f"model.{name}", resolved[name], f.default, clamp=name.endswith("clamp"))
-        else:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            resolved[name] = default
-    return _plain(resolved)
+    config = validate_params(METHODS[method].Config, params, f"model (method {method!r})", prefix="model.")
+    return _plain(dataclasses.asdict(config))
 
 
-def _check_pair(key: str, value: tuple, default: Any, clamp: bool) -> None:
-    """Tuple values: a clamp is [lo, hi] (numbers or null, lo < hi); others (betas) have their default's length, all
-    numbers. Checked here so that nothing of a run is touched before the error."""
-    length = 2 if clamp else len(default) if isinstance(default, tuple) else len(value)
+def _speed_keys() -> tuple[str, ...]:
+    from .methods.settings import speed_keys
 
-    def allowed(v: Any) -> bool:
-        return (clamp and v is None) or (isinstance(v, (int, float)) and not isinstance(v, bool))
-
-    if len(value) != length or not all(allowed(v) for v in value):
-        shape = "[lo, hi] (numbers, or null for no bound)" if clamp else f"a list of {length} numbers"
-        raise ConfigError(f"{key} must be {shape}, got {list(value)!r}")
-    if clamp and None not in value and not value[0] < value[1]:
-        raise ConfigError(f"{key} must have lo < hi, got {list(value)!r}")
+    return speed_keys()
 
 
 def identity(cfg: TrainConfig) -> dict:
@@ -198,7 +179,7 @@ def identity(cfg: TrainConfig) -> dict:
     may go on without CUDA graphs on a CPU, for example."""
     full = cfg.to_dict()
     out = {k: full[k] for k in IDENTITY_KEYS}
-    out["model"] = {k: v for k, v in out["model"].items() if k not in SPEED_KEYS}
+    out["model"] = {k: v for k, v in out["model"].items() if k not in _speed_keys()}
     return out
 
 
@@ -207,7 +188,7 @@ def identity_changes(saved_config: dict, cfg: TrainConfig) -> list[str]:
     saved config."""
     now = identity(cfg)
     saved = {k: saved_config.get(k) for k in now}
-    saved["model"] = {k: v for k, v in (saved["model"] or {}).items() if k not in SPEED_KEYS}
+    saved["model"] = {k: v for k, v in (saved["model"] or {}).items() if k not in _speed_keys()}
     changes = []
     for key in IDENTITY_KEYS:
         if key == "model":
@@ -241,56 +222,40 @@ def _section(name: str, value: Any):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     _reject_unknown(value, fields, f"'{name}' section")
     hints = typing.get_type_hints(cls)
-    return cls(**{k: _checked(f"{name}.{k}", v, hints[k]) for k, v in value.items()})
+    return cls(**{k: check_type(f"{name}.{k}", v, hints[k]) for k, v in value.items()})
 
 
-def _checked(key: str, value: Any, annotation: Any) -> Any:
-    """``value`` if it fits ``annotation`` (int counts as float; lists as tuples), else ConfigError naming ``key``."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Union:
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for option in options:
-            try:
-                return _checked(key, value, option)
-            except ConfigError as err:
-                errors.append(err)
-        raise errors[0]
-    expected = origin or annotation
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is float and isinstance(value, str):  # YAML 1.1 reads '1e-4' as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if expected is tuple and isinstance(value, list):
-        return tuple(value)
-    if expected is int and isinstance(value, bool):
-        raise ConfigError(f"{key}: expected int, got bool {value!r}")
-    if expected is Any or isinstance(value, expected):
-        return value
-    raise ConfigError(f"{key}: expected {getattr(expected, '__name__', expected)}, got {type(value).__name__} {value!r}")
+SEED_MAX = 2**63 - 1  # torch's generators take 64-bit seeds; the loop adds small offsets (ranks, recoveries)
+COUNT_MAX = 2**62  # counts beyond this overflow the int64 arithmetic of torch and numpy
 
 
 def _check_ranges(cfg: TrainConfig) -> None:
+    """Every top-level and section value in its range (the model keys: the method's Config), each error naming the
+    key, the value and what is allowed, so that a value that fails never leaves a run behind."""
+    def need(ok: bool, key: str, value: Any, allowed: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key} must be {allowed}, got {value!r}")
+
+    need(0 <= cfg.seed <= SEED_MAX, "seed", cfg.seed, "an integer in [0, 2**63 - 1]")
+    need(0 <= cfg.threads <= 1024, "threads", cfg.threads, "an integer in [0, 1024] (0: torch's default)")
+    need(isinstance(cfg.data, str) and cfg.data.strip() != "", "data", cfg.data, "a data set name or a path")
+    need(cfg.out is None or cfg.out.strip() != "", "out", cfg.out, "a directory path (or null for runs/...)")
     positive = {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "n_data": cfg.n_data,
-                "log.log_every": cfg.log.log_every, "eval.n_samples": cfg.eval.n_samples,
-                "eval.resolution": cfg.eval.resolution}
+                "log.log_every": cfg.log.log_every}
     non_negative = {"log.image_every": cfg.log.image_every, "log.checkpoint_every": cfg.log.checkpoint_every,
-                    "log.eval_every": cfg.log.eval_every, "guard.max_energy_gap": cfg.guard.max_energy_gap}
+                    "log.eval_every": cfg.log.eval_every}
     for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key} must be >= 1, got {value!r}")
+        need(1 <= value <= COUNT_MAX, key, value, "an integer >= 1")
     for key, value in non_negative.items():
-        if not value >= 0:  # also NaN, which would silently switch a check off
-            raise ConfigError(f"{key} must be >= 0, got {value!r}")
-    if cfg.guard.max_recoveries < 0:
-        raise ConfigError(f"guard.max_recoveries must be >= 0, got {cfg.guard.max_recoveries!r}")
-    if not 0.0 < cfg.guard.backoff <= 1.0:
-        raise ConfigError(f"guard.backoff must be in (0, 1], got {cfg.guard.backoff!r}")
+        need(0 <= value <= COUNT_MAX, key, value, "an integer >= 0 (0: off)")
+    for key, value in {"eval.n_samples": cfg.eval.n_samples, "eval.resolution": cfg.eval.resolution}.items():
+        need(2 <= value <= COUNT_MAX, key, value, "an integer >= 2")
+    # NaN would silently switch the guard off; inf is what 0 already says
+    need(0 <= cfg.guard.max_energy_gap < float("inf"), "guard.max_energy_gap", cfg.guard.max_energy_gap,
+         "a finite number >= 0 (0: no energy-gap check)")
+    need(0 <= cfg.guard.max_recoveries <= 1000, "guard.max_recoveries", cfg.guard.max_recoveries,
+         "an integer in [0, 1000] (0: stop at the first divergence)")
+    need(0.0 < cfg.guard.backoff <= 1.0, "guard.backoff", cfg.guard.backoff, "in (0, 1]")
 
 
 def _plain(value: Any) -> Any:
