@@ -11,7 +11,7 @@ Chains: a 30-step data-space chain (EBM) and a 10-step latent chain (generator p
   * mlp2d:   MLPEnergy(2, 256, 3) / MLPGenerator(8, 2, 256, 3), 10,000 chains;
   * cifar10: the reference CIFAR-10 EBM / generator (make_energy / make_generator "cifar10", width 512), 100 chains;
 each run five ways:
-  reference     the Dual-MCMC code's loop (methods.md §2.3): autograd.grad, then x.data updates and randn_like
+  reference     the Dual-MCMC code's loop (docs/methods.md §2.3): autograd.grad, then x.data updates and randn_like
   fused         dualmcmc.samplers chains (the fused in-place op)
   fused+graph   the same chain captured once into a CUDA graph and replayed (CUDA only)
   fused+compile the network through accel.fast_forward(compile=True, input_grads_only=True), as the methods do
@@ -21,7 +21,7 @@ and the floor: K bare forward+backward passes of the network (no update), which 
 the network's own cost remains).
 
 Iteration: one Dual-MCMC iteration on the CIFAR-10 nets (batch 100, 30 / 30 / 10 steps, G -> I -> E), a
-reference-style transcription of methods.md §2.2 against dualmcmc.methods.build_method("dual_mcmc", ...), plain and
+reference-style transcription of docs/methods.md §2.2 against dualmcmc.methods.build_method("dual_mcmc", ...), plain and
 with the config's speed options (cuda_graph / compile / autocast bf16 / channels_last, where they can run).
 
 Timing: warm-up runs first (they also capture graphs and compile), then the median of repeats, the modes taking
@@ -86,7 +86,7 @@ class Setting:
         return energy.to(device).train(), generator.to(device).train()
 
 
-Z_STEP, Z_NOISE, SIGMA = 0.1, 0.1, 0.3  # latent chain, reference values (methods.md §2.4)
+Z_STEP, Z_NOISE, SIGMA = 0.1, 0.1, 0.3  # latent chain, reference values (docs/methods.md §2.4)
 
 
 def settings(device: str, quick: bool) -> list[Setting]:
@@ -97,7 +97,7 @@ def settings(device: str, quick: bool) -> list[Setting]:
     return [Setting("mlp2d", 10_000, 30, 10, 256), Setting("cifar10", 16, 30, 10, 64, "CPU: width 64, 16 chains")]
 
 
-# ---- the reference code's chains, as written in jcui1224/dual-MCMC train.py (methods.md §2.3) -------------------
+# ---- the reference code's chains, as written in jcui1224/dual-MCMC train.py (docs/methods.md §2.3) -------------------
 def reference_langevin_x(netE, x, steps, step_size, noise_std):
     x = x.clone().detach()
     x.requires_grad = True
@@ -232,7 +232,7 @@ def diag_normal_nll(z, mu, logvar):
 
 
 class ReferenceIteration:
-    """methods.md §2.2 written out as a researcher would: G step, I step, E step, on the package's CIFAR-10 nets."""
+    """docs/methods.md §2.2 written out as a researcher would: G step, I step, E step, on the package's CIFAR-10 nets."""
 
     def __init__(self, device: str, width: int, encoder_width: int, x_steps: int, z_steps: int):
         shape = (3, 32, 32)

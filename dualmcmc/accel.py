@@ -40,8 +40,8 @@ def _to_channels_last(arg: Any) -> Any:
 
 class FastForward:
     """``module``'s forward with speed options. A plain object, not an nn.Module: the compiled wrapper never becomes
-    a submodule, so the module's state_dict keys stay the same. ``.module`` is the module itself (graphs.modules_of
-    finds it there)."""
+    a submodule, so the module's state_dict keys stay the same. ``.module`` is the module itself
+    (samplers.energy_potential names it as the module a CUDA graph reads)."""
 
     def __init__(self, module: nn.Module, compile: bool, autocast: Optional[str], channels_last: bool,
                  input_grads_only: bool = False):

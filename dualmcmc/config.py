@@ -189,6 +189,9 @@ def identity_changes(saved_config: dict, cfg: TrainConfig) -> list[str]:
     now = identity(cfg)
     saved = {k: saved_config.get(k) for k in now}
     saved["model"] = {k: v for k, v in (saved["model"] or {}).items() if k not in _speed_keys()}
+    if saved.get("method") == now["method"]:  # keys added to the method since the run was written: their defaults
+        defaults = resolve_model_params(now["method"], {})
+        saved["model"] = {**{k: v for k, v in defaults.items() if k not in _speed_keys()}, **saved["model"]}
     changes = []
     for key in IDENTITY_KEYS:
         if key == "model":

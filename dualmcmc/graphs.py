@@ -42,7 +42,8 @@ from torch import Tensor, nn
 
 from ._buffers import buffers_restored
 
-__all__ = ["CapturedChain", "cache_size", "callable_identity", "capture_generator", "clear_cache", "run_captured", "undone_afterwards",
+__all__ = ["CapturedChain", "cache_size", "callable_identity", "capture_generator", "clear_cache",
+           "run_captured", "undone_afterwards",
            "CAPTURE_ERROR_MODE", "MAX_CACHED_GRAPHS"]
 
 MAX_CACHED_GRAPHS = 16  # least recently used graphs beyond this are dropped (each holds a private memory pool)

@@ -33,8 +33,8 @@ from torch import Tensor
 
 from .ops import langevin_step, temperature
 
-__all__ = ["ChainState", "Langevin", "StepInfo", "init_state", "mala_step", "random_tensor", "ula_step",
-           "value_and_grad"]
+__all__ = ["ChainState", "Langevin", "StepInfo", "init_state", "mala_step", "random_tensor", "replica_exchange_step",
+           "ula_step", "value_and_grad"]
 
 Clamp = Optional[tuple[Optional[float], Optional[float]]]
 
@@ -56,7 +56,10 @@ class Langevin:
     update (needs noise_std > 0). explicit_noise: draw the noise with ``torch.randn(..., generator=...)`` and pass
     it to the op instead of the op's own Philox stream (bit parity with an eager loop that calls randn; MALA always
     draws explicitly, its proposal density needs the noise). diagnostics: record per-chain energies and gradient
-    norms (costs norms and, without MALA, one extra forward at the end).
+    norms (costs norms and, without MALA, one extra forward at the end). ladder: replica exchange (parallel
+    tempering): temperature multipliers (1, l2, l3, ...) increasing from 1; each chain runs one replica per rung at
+    T * l, adjacent replicas swap states by a Metropolis test every step, and the chain's result is the T replica
+    (:func:`replica_exchange_step`). None: a single replica.
     """
 
     steps: int
@@ -67,6 +70,7 @@ class Langevin:
     mala: bool = False
     explicit_noise: bool = False
     diagnostics: bool = False
+    ladder: Optional[tuple[float, ...]] = None
 
     def __post_init__(self):
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
@@ -89,6 +93,15 @@ class Langevin:
             if lo is not None and hi is not None and not lo < hi:
                 raise ValueError(f"Langevin: 'clamp' must have lo < hi, got {self.clamp!r}")
             object.__setattr__(self, "clamp", (lo, hi))  # floats, so equal settings hash alike
+        if self.ladder is not None:
+            rungs = tuple(_number(v, "ladder") for v in self.ladder)
+            if not rungs or rungs[0] != 1.0 or any(not (math.isfinite(b) and b > a) for a, b in zip(rungs, rungs[1:])):
+                raise ValueError(f"Langevin: 'ladder' must be increasing temperature multipliers starting at 1 "
+                                 f"(e.g. (1, 4, 16)), got {self.ladder!r}")
+            if self.mala or noise == 0.0:
+                raise ValueError("Langevin: 'ladder' (replica exchange) runs unadjusted chains with noise: set mala "
+                                 "False and noise_std > 0")
+            object.__setattr__(self, "ladder", rungs)
         for name in ("step_size", "noise_std", "prior_precision"):
             object.__setattr__(self, name, float(getattr(self, name)))
 
@@ -124,6 +137,8 @@ class StepInfo(NamedTuple):
     energy: Optional[Tensor]
     grad_norm: Optional[Tensor] = None
     accepted: Optional[Tensor] = None
+    swapped: Optional[Tensor] = None  # replica exchange: (R - 1, N) swap decisions of the adjacent pairs (False
+                                      #   for the pairs this step did not try)
 
 
 Potential = Callable[..., Tensor]
@@ -217,3 +232,46 @@ def mala_step(potential: Potential, state: ChainState, spec: Langevin, *, data: 
     new = ChainState(torch.where(mask, proposal, x).detach(), torch.where(accept, energy_p, energy),
                      torch.where(mask, grad_p, grad))
     return new, StepInfo(energy, grad_norm, accept)
+
+
+def replica_exchange_step(potential: Potential, state: ChainState, spec: Langevin, *, data: Sequence[Tensor] = (),
+                          generator: Optional[torch.Generator] = None, parity: int = 0) -> tuple[ChainState, StepInfo]:
+    """One replica-exchange (parallel-tempering) Langevin step on R = len(spec.ladder) stacked replicas.
+
+    ``state.x`` holds the replicas stacked rung by rung, (R * N, ...), rung r at temperature T * ladder[r] (``data``
+    stacked alike). First, adjacent rungs (r, r + 1) with r = parity, parity + 2, ... swap their states per chain,
+    accepted with probability min(1, exp((U_r - U_{r+1}) (1/T_r - 1/T_{r+1}))): the swap leaves the product of the
+    tempered targets invariant, so rung 0 still targets exp(-U/T) while the hot rungs carry states between modes.
+    Then every replica takes an unadjusted Langevin step with the same drift and noise scaled by sqrt(ladder[r])
+    (the fused op with explicit noise). Alternate ``parity`` between steps so that every pair is tried.
+    """
+    rungs = spec.ladder or (1.0,)
+    count = len(rungs)
+    x = state.x
+    n = x.shape[0] // count
+    if n * count != x.shape[0]:
+        raise ValueError(f"replica_exchange_step: the state stacks {count} rungs of equal size, got {x.shape[0]} rows")
+    value, grad = value_and_grad(potential, x, data)
+    energy = value + prior_term(x, spec.prior_precision)
+    swapped = torch.zeros(count - 1, n, dtype=torch.bool, device=x.device)
+    if count > 1:
+        inverse_t = [1.0 / (spec.temperature * r) for r in rungs]
+        index = torch.arange(count * n, device=x.device).view(count, n)
+        levels = energy.view(count, n)
+        pairs = list(range(parity % 2, count - 1, 2))
+        uniform = random_tensor("uniform", (len(pairs), n), device=x.device, dtype=energy.dtype, generator=generator)
+        for row, r in enumerate(pairs):
+            log_alpha = (levels[r] - levels[r + 1]) * (inverse_t[r] - inverse_t[r + 1])
+            accept = (uniform[row].log() < log_alpha) & torch.isfinite(log_alpha)
+            low, high = index[r].clone(), index[r + 1].clone()
+            index[r], index[r + 1] = torch.where(accept, high, low), torch.where(accept, low, high)
+            swapped[r] = accept
+        order = index.reshape(-1)
+        x, grad, energy = x[order], grad[order], energy[order]
+    scale = torch.tensor(rungs, dtype=x.dtype, device=x.device).sqrt().repeat_interleave(n)
+    noise = random_tensor("normal", x.shape, device=x.device, dtype=x.dtype, generator=generator)
+    noise = noise * scale.view(-1, *([1] * (x.dim() - 1)))
+    grad_norm = _grad_norm(x, grad, spec) if spec.diagnostics else None
+    x_new = langevin_step(x, grad, spec.step_size, spec.noise_std, prior_precision=spec.prior_precision, noise=noise,
+                          clamp=spec.clamp)
+    return ChainState(x_new), StepInfo(energy, grad_norm, None, swapped)

@@ -29,8 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from . import graphs
-from .kernels import (ChainState, Langevin, mala_step, per_chain_sum, prior_term, random_tensor, ula_step,
-                      value_and_grad)
+from .kernels import (ChainState, Langevin, mala_step, per_chain_sum, prior_term, random_tensor,
+                      replica_exchange_step, ula_step, value_and_grad)
 
 __all__ = [
     "ChainDiagnostics",
@@ -69,6 +69,7 @@ class ChainDiagnostics:
     grad_norm_mean: Optional[Tensor] = None
     nonfinite: Optional[Tensor] = None
     acceptance: Optional[Tensor] = None
+    swap_acceptance: Optional[Tensor] = None  # replica exchange: (R - 1,) accepted share of each adjacent pair's swaps
     extra: dict = field(default_factory=dict)
 
     def summary(self, prefix: str = "") -> dict[str, float]:
@@ -80,6 +81,8 @@ class ChainDiagnostics:
                 out[prefix + name] = float(value.float().mean())
         if self.nonfinite is not None:
             out[prefix + "nonfinite"] = float(self.nonfinite.sum())
+        if self.swap_acceptance is not None:
+            out.update({f"{prefix}swap_acceptance_{r}": float(v) for r, v in enumerate(self.swap_acceptance)})
         return out
 
 
@@ -162,6 +165,11 @@ def run_chain(potential: Callable[..., Tensor], x0: Tensor, spec: Langevin, *, d
         only ``acceptance`` (MALA) is filled.
     """
     data = tuple(data)
+    if spec.ladder is not None:
+        if cuda_graph:
+            raise ValueError("langevin chain: cuda_graph=True does not capture replica exchange (a 'ladder'); use "
+                             "cuda_graph=False")
+        return _run_tempered(potential, x0.detach(), spec, data, generator)
     if cuda_graph:
         _check_graphable(x0, data, spec, generator)
         if spec.steps > 0:
@@ -198,6 +206,37 @@ def _run_eager(potential, x: Tensor, spec: Langevin, data: tuple, generator) -> 
             diag.grad_norm_mean = grad_norm_sum / spec.steps
         diag.nonfinite = per_chain_sum((~torch.isfinite(state.x)).to(torch.int64))
     return state.x.detach(), diag
+
+
+def _run_tempered(potential, x: Tensor, spec: Langevin, data: tuple, generator) -> tuple[Tensor, ChainDiagnostics]:
+    """Replica exchange: R copies of every chain, one per rung of ``spec.ladder``, all started at ``x``; the result
+    and the diagnostics are those of the T rung (the first N rows)."""
+    count, n = len(spec.ladder), x.shape[0]
+    state = ChainState(x.repeat(count, *([1] * (x.dim() - 1))))
+    stacked = tuple(t.repeat(count, *([1] * (t.dim() - 1))) for t in data)
+    diag = ChainDiagnostics(steps=spec.steps)
+    grad_norm_sum = None
+    swaps, tries = torch.zeros(count - 1), torch.zeros(count - 1)
+    for k in range(spec.steps):
+        state, info = replica_exchange_step(potential, state, spec, data=stacked, generator=generator, parity=k)
+        if k == 0:
+            diag.energy_start = info.energy[:n] if spec.diagnostics else None
+        if info.grad_norm is not None:
+            grad_norm_sum = info.grad_norm[:n] if grad_norm_sum is None else grad_norm_sum + info.grad_norm[:n]
+            diag.grad_norm_last = info.grad_norm[:n]
+        swaps += info.swapped.sum(dim=1).cpu().to(swaps.dtype)
+        tries[k % 2::2] += n
+    end = state.x[:n].detach()
+    diag.swap_acceptance = swaps / tries.clamp(min=1)
+    if spec.diagnostics:
+        with torch.no_grad():
+            diag.energy_end = potential(end, *data).detach() + prior_term(end, spec.prior_precision)
+        if spec.steps == 0:
+            diag.energy_start = diag.energy_end
+        else:
+            diag.grad_norm_mean = grad_norm_sum / spec.steps
+        diag.nonfinite = per_chain_sum((~torch.isfinite(end)).to(torch.int64))
+    return end, diag
 
 
 _GRAPHED_FIELDS = ("energy_start", "energy_end", "grad_norm_last", "grad_norm_mean", "nonfinite")

@@ -41,7 +41,8 @@ def check_type(key: str, value: Any, annotation: Any) -> Any:
         raise ConfigError(f"{key}: expected int, got bool {value!r}")
     if expected is Any or isinstance(value, expected):
         return value
-    raise ConfigError(f"{key}: expected {getattr(expected, '__name__', expected)}, got {type(value).__name__} {value!r}")
+    name = getattr(expected, "__name__", expected)
+    raise ConfigError(f"{key}: expected {name}, got {type(value).__name__} {value!r}")
 
 
 # Ranges by name: (test, what is allowed). Every one also refuses NaN, which would switch a check off silently.

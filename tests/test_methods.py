@@ -141,7 +141,7 @@ def test_dual_mcmc_updates_in_the_order_generator_encoder_ebm():
     assert order == ["generator", "encoder", "ebm"]
 
 
-# ---- parity with a direct transcription of the reference loop (methods.md §2.2, §2.3, §2.11) ----
+# ---- parity with a direct transcription of the reference loop (docs/methods.md §2.2, §2.3, §2.11) ----
 def reference_langevin_x(x, netE, steps, a, b, ref_precision=0.0):
     x = x.clone().detach()
     x.requires_grad = True
@@ -283,7 +283,7 @@ def test_backoff_scales_scheduler_base_rates():
         assert sched.base_lrs == pytest.approx([lr * 0.1 for lr in base[key]])
 
 
-# ---- CoopVAEBM against a transcription of the reference loop (methods.md §3.2) ----
+# ---- CoopVAEBM against a transcription of the reference loop (docs/methods.md §3.2) ----
 def reference_coop_vaebm_iteration(netE, netG, netI, optE, optVAE, obs, c):
     """jianwen-xie/CoopVAEBM model.py train loop, in PyTorch: Langevin without noise -> EBM -> VAE on the revised x."""
     z = torch.randn(c.n_chains or obs.shape[0], c.latent_dim)
@@ -436,3 +436,52 @@ def test_nt_ebm_options_mala_persistent_joint_flow():
     assert method.extra_state()["chains"]["states"].shape == (32, 2)
     with pytest.raises(ValueError, match="T = 1"):
         build_method("nt_ebm", {"train_flow": True, "z_noise_std": 0.01}, (2,))
+
+
+# ---- sampling with an explicit generator on the model's device (short_run once drew its starts on the CPU) ----
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_sample_and_evaluation_take_a_generator_on_the_models_device(name, device):
+    from dualmcmc.config import load_config
+    from dualmcmc.run import evaluate_method
+
+    torch.manual_seed(0)
+    params = {**TINY[name], "flow_pretrain_iterations": 0} if name == "nt_ebm" else TINY[name]
+    method = build_method(name, params, (2,)).to(device)
+    method.train_step(tiny_data().to(device))  # short_run: the data range its starts span
+    seeded = lambda seed: torch.Generator(device=device).manual_seed(seed)  # noqa: E731
+    first, again, other = (method.sample(8, generator=seeded(s)) for s in (0, 0, 1))
+    assert first.device.type == device and first.shape == (8, 2)
+    assert torch.equal(first, again) and not torch.equal(first, other)  # the generator alone decides the draw
+    drawn = method.generator_sample(8, generator=seeded(0))
+    assert drawn is None or drawn.device.type == device
+    cfg = load_config({"method": name, "data": "8gaussians", "model": params, "device": device,
+                       "eval": {"n_samples": 64, "resolution": 20}})
+    scores = evaluate_method(method, cfg)
+    assert all(math.isfinite(v) for v in scores.values()), scores
+
+
+def test_random_draws_go_to_the_state_device_whatever_the_generator_device():
+    # the stand-in for a CPU generator with CUDA chains: drawn on the generator's device, then moved
+    from dualmcmc.kernels import random_tensor
+
+    cpu = torch.Generator().manual_seed(3)
+    moved = random_tensor("normal", (4, 2), device="meta", generator=cpu)
+    assert moved.device.type == "meta" and moved.shape == (4, 2)
+    here = random_tensor("uniform", (5,), device="cpu", generator=torch.Generator().manual_seed(3))
+    assert torch.equal(here, torch.rand(5, generator=torch.Generator().manual_seed(3)))
+
+
+def test_a_run_written_before_a_model_key_existed_still_resumes():
+    # identity_changes fills keys the saved config lacks with their defaults (x_ladder came after many runs)
+    from dualmcmc.config import identity_changes, load_config
+
+    cfg = load_config({"method": "dual_mcmc", "data": "8gaussians", "model": {"x_steps": 3}})
+    saved = cfg.to_dict()
+    del saved["model"]["x_ladder"]
+    assert identity_changes(saved, cfg) == []
+    changed = load_config({"method": "dual_mcmc", "data": "8gaussians", "model": {"x_steps": 3, "x_ladder": [1, 4]}})
+    assert identity_changes(saved, changed) == ["model.x_ladder: None -> [1, 4]"]

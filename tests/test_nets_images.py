@@ -11,7 +11,7 @@ from dualmcmc.nets import (ARCHS, ConvEncoder, ConvEnergy, ConvGenerator, MLPEne
                            ReferenceGenerator, build_nets, make_encoder, make_energy, make_generator, resolve_arch)
 
 
-# ---- parameter counts, written from the layer definitions in methods.md §2.5 ------------------------------------
+# ---- parameter counts, written from the layer definitions in docs/methods.md §2.5 ------------------------------------
 def conv(k, cin, cout, bias=True):
     return k * k * cin * cout + (cout if bias else 0)
 
@@ -39,7 +39,7 @@ def encoder(first_k, nif=128, nz=128):  # four bias-free convs, then two 4x4 hea
 
 CELEBA_GEN = [(1024, 512), (512, 256), (256, 128), (128, 64)]
 CELEBA_EBM = [(64, 128), (128, 256), (256, 512), (512, 1024)]
-# (formula, methods.md's rounded figure in millions)
+# (formula, docs/methods.md's rounded figure in millions)
 EXPECTED = {
     "cifar10": {
         "generator": (linear(128, 4 * 4 * 512) + 3 * gen_block(512, 512) + batchnorm(512) + conv(3, 512, 3), 16.02),
@@ -74,7 +74,7 @@ def test_reference_parameter_counts(reference_nets, arch, net):
     count = sum(p.numel() for p in reference_nets[arch][net].parameters())
     formula, millions = EXPECTED[arch][net]
     assert count == formula
-    assert round(count / 1e6, 2) == millions  # methods.md's figures agree with the formulas
+    assert round(count / 1e6, 2) == millions  # docs/methods.md's figures agree with the formulas
 
 
 @pytest.mark.parametrize("arch", list(SHAPES))

@@ -429,3 +429,43 @@ def test_cuda_graph_latent_chain_on_a_generator_whose_output_graph_is_kept():
     langevin_latent_chain(gen, z0, torch.randn(32, 3, device="cuda"), 5, 0.1, 0.1, sigma=0.3, cuda_graph=True)
     x0.sum().backward()
     assert all(p.grad is not None for p in gen.parameters())
+
+
+# ---- replica exchange (a Langevin spec with a temperature ladder) ----
+def bimodal_energy(x):
+    """-log of 0.2 N(-3, 0.5^2) + 0.8 N(3, 0.5^2) in 1-D (a ~16-nat barrier between the modes at T = 1)."""
+    left = torch.log(torch.tensor(0.2)) - 0.5 * ((x[:, 0] + 3) / 0.5) ** 2
+    right = torch.log(torch.tensor(0.8)) - 0.5 * ((x[:, 0] - 3) / 0.5) ** 2
+    return -torch.logaddexp(left, right)
+
+
+def test_replica_exchange_moves_mass_between_modes_that_langevin_cannot_cross():
+    torch.manual_seed(0)
+    x0 = torch.full((2000, 1), -3.0)  # every chain starts in the light mode
+    plain, _ = samplers.run_chain(bimodal_energy, x0, samplers.Langevin(300, 0.2, 0.2))
+    tempered, diag = samplers.run_chain(bimodal_energy, x0, samplers.Langevin(300, 0.2, 0.2, ladder=(1, 3, 9, 27, 81)))
+    assert (plain > 0).float().mean() < 0.01  # unadjusted Langevin at T = 1 never crosses the barrier
+    assert abs((tempered > 0).float().mean().item() - 0.8) < 0.05  # the cold rung has the true mode weights
+    left = tempered[tempered < 0]
+    assert abs(left.mean().item() + 3) < 0.1 and abs(left.std().item() - 0.5) < 0.08  # and the right shape
+    assert diag.swap_acceptance.shape == (4,) and (diag.swap_acceptance > 0.05).all()
+
+
+def test_replica_exchange_without_swaps_is_the_plain_chain_on_each_rung():
+    # a one-rung ladder is the explicit-noise ULA chain, draw for draw
+    x0 = torch.randn(64, 2, dtype=torch.float64)
+    torch.manual_seed(4)
+    plain, _ = samplers.run_chain(gaussian_energy, x0, samplers.Langevin(10, 0.1, 0.05, explicit_noise=True))
+    torch.manual_seed(4)
+    one, _ = samplers.run_chain(gaussian_energy, x0, samplers.Langevin(10, 0.1, 0.05, ladder=(1,)))
+    torch.testing.assert_close(one, plain, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("ladder, message", [
+    ((2, 4), "starting at 1"), ((1, 4, 2), "increasing"), ((1, float("nan")), "increasing"), ((), "starting at 1"),
+])
+def test_a_bad_ladder_is_refused_naming_it(ladder, message):
+    with pytest.raises(ValueError, match=f"'ladder'.*{message}"):
+        samplers.Langevin(5, 0.1, 0.1, ladder=ladder)
+    with pytest.raises(ValueError, match="'ladder'.*noise_std > 0"):
+        samplers.Langevin(5, 0.1, 0.0, ladder=(1, 2))

@@ -1,6 +1,6 @@
 """CIFAR-10 and CelebA-64 from a local copy through torchvision, as uint8 (N, 3, H, W).  Never downloads.
 
-Preprocessing follows the Dual-MCMC reference (reference/methods.md, section 2.6): CIFAR-10 train split as is;
+Preprocessing follows the Dual-MCMC reference (docs/methods.md §2.6): CIFAR-10 train split as is;
 CelebA train split cropped to the box (15, 40, 163, 188) (PIL's left, upper, right, lower), then resized to
 64 x 64 (bilinear, as torchvision's Resize on PIL images).  The reference's random flip is augmentation, left to
 training.

@@ -32,5 +32,5 @@ def build_nets(name: str, params: dict | None, data_shape: tuple[int, ...]) -> d
     return build_nets_for(METHODS[name].config_from_params(params), tuple(int(d) for d in data_shape))
 
 
-__all__ = ["METHODS", "Method", "SpeedOptions", "build_method", "build_nets", "DualMCMC", "DualMCMCConfig", "VAEMCMC", "VAEMCMCConfig", "NTEBM",
-           "NTEBMConfig", "CoopNets", "CoopNetsConfig", "ShortRun", "ShortRunConfig"]
+__all__ = ["METHODS", "Method", "SpeedOptions", "build_method", "build_nets", "DualMCMC", "DualMCMCConfig", "VAEMCMC",
+           "VAEMCMCConfig", "NTEBM", "NTEBMConfig", "CoopNets", "CoopNetsConfig", "ShortRun", "ShortRunConfig"]

@@ -48,6 +48,7 @@ class CoopNetsConfig(SpeedOptions):
     x_noise_std: float = setting(0.05, chain="x", role="noise_std")
     x_clamp: Optional[tuple] = setting(None, chain="x", role="clamp")
     x_mala: bool = setting(False, chain="x", role="mala")
+    x_ladder: Optional[tuple] = setting(None, chain="x", role="ladder")  # replica exchange rungs [1, ...]
     test_x_steps: Optional[int] = setting(None, chain="x", role="test_steps")
     lr_ebm: float = setting(1e-3, check="positive")
     lr_generator: float = setting(1e-4, check="positive")

@@ -65,6 +65,7 @@ class DualMCMCConfig(SpeedOptions):
     x_noise_std: float = setting(1e-3, chain="x", role="noise_std")
     x_clamp: Optional[tuple] = setting(None, chain="x", role="clamp")
     x_mala: bool = setting(False, chain="x", role="mala")
+    x_ladder: Optional[tuple] = setting(None, chain="x", role="ladder")  # replica exchange rungs [1, ...]
     # None: the reference (no Gaussian); else the EBM is E(x) + ||x||^2/(2 s^2)
     x_ref_sigma: Optional[float] = setting(None, chain="x", role="prior_sigma")
     # latent (generator posterior) chain

@@ -65,6 +65,7 @@ class NTEBMConfig(SpeedOptions):
     z_step_size: float = setting(0.1, chain="z", role="step_size")
     z_noise_std: float = setting(0.1, chain="z", role="noise_std")
     z_mala: bool = setting(False, chain="z", role="mala")
+    z_ladder: Optional[tuple] = setting(None, chain="z", role="ladder")  # replica exchange rungs [1, ...]
     test_z_steps: Optional[int] = setting(200, chain="z", role="test_steps")  # sample(): fresh chains from N(0, I);
                                        #   20 steps barely leave the flow's samples (2-D MMD 0.0107 / 0.0052 / 0.0051
                                        #   on 2spirals / checkerboard / pinwheel; 200 steps 0.0015 / 0.0035 / 0.0025;

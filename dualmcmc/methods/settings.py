@@ -5,9 +5,9 @@ validator reads them, for the YAML config (``model:`` keys) and for Configs buil
     lr_ebm: float = setting(1e-4, check="positive")
 
 Roles of a chain's fields (``chain`` names the chain, "x" or "z"): steps, step_size, noise_std, clamp, mala,
-prior_sigma (the Gaussian prior's std: precision 1/s**2, None for none), test_steps, test_step_size, test_noise_std
-(the test-time chain; None: as in training). :func:`langevin_spec` builds a chain's
-:class:`~dualmcmc.kernels.Langevin` from them; :class:`SpeedOptions` fields are marked ``speed`` (they change no
+ladder (replica exchange: temperature multipliers from 1 up), prior_sigma (the Gaussian prior's std: precision
+1/s**2, None for none), test_steps, test_step_size, test_noise_std (the test-time chain; None: as in training).
+:func:`langevin_spec` builds a chain's :class:`~dualmcmc.kernels.Langevin` from them; :class:`SpeedOptions` fields are marked ``speed`` (they change no
 result, so a run may resume with other values).
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ..validation import ConfigError, check_range, check_type
 _ROLE_RANGES = {"steps": "non_negative_count", "step_size": "positive", "noise_std": "non_negative",
                 "prior_sigma": "positive", "test_steps": "non_negative_count", "test_step_size": "positive",
                 "test_noise_std": "non_negative"}
-ROLES = (*_ROLE_RANGES, "clamp", "mala")
+ROLES = (*_ROLE_RANGES, "clamp", "mala", "ladder")
 
 
 def setting(default: Any = dataclasses.MISSING, *, check: Optional[str] = None, chain: Optional[str] = None,
@@ -101,16 +101,25 @@ def check_config(config: Any, prefix: str = "") -> None:
             _check_choice(key, value, meta["choices"])
         if meta.get("role") == "clamp":
             _check_clamp(key, value)
+        elif meta.get("role") == "ladder":
+            _check_ladder(key, value)
         elif isinstance(value, tuple):
             _check_numbers(key, value, f.default)
         if meta.get("check") and not isinstance(value, bool) and isinstance(value, (int, float)):
             check_range(key, value, meta["check"])
     for chain in chains_of(type(config)):
         roles = chain_fields(type(config), chain)
-        mala, noise = roles.get("mala"), roles.get("noise_std")
+        mala, noise, ladder = roles.get("mala"), roles.get("noise_std"), roles.get("ladder")
         if mala and noise and getattr(config, mala) and not getattr(config, noise) > 0:
             raise ConfigError(f"{prefix}{mala} needs a noisy chain: set {prefix}{noise} > 0 (e.g. equal to "
                               f"{prefix}{roles['step_size']})")
+        if ladder and getattr(config, ladder) is not None:
+            if not getattr(config, noise) > 0 or (mala and getattr(config, mala)):
+                raise ConfigError(f"{prefix}{ladder} (replica exchange) runs unadjusted chains with noise: set "
+                                  f"{prefix}{noise} > 0 and {prefix}{mala} false")
+            if getattr(config, "cuda_graph", False):
+                raise ConfigError(f"cuda_graph: true cannot capture replica exchange ({prefix}{ladder}); set one of "
+                                  "them off")
     if getattr(config, "cuda_graph", False):
         malas = [f"{prefix}{roles['mala']}" for roles in map(lambda c: chain_fields(type(config), c),
                                                                  chains_of(type(config)))
@@ -136,6 +145,14 @@ def _check_clamp(key: str, value: tuple) -> None:
         raise ConfigError(f"{key} must be [lo, hi] (numbers, or null for no bound), got {list(value)!r}")
     if None not in value and not value[0] < value[1]:
         raise ConfigError(f"{key} must have lo < hi, got {list(value)!r}")
+
+
+def _check_ladder(key: str, value: tuple) -> None:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not value or not numbers or value[0] != 1 or any(not b > a for a, b in zip(value, value[1:])) \
+            or not all(v < float("inf") for v in value):
+        raise ConfigError(f"{key} must be a list of increasing temperature multipliers starting at 1 (e.g. [1, 4, 16]),"
+                          f" or null for one replica; got {list(value)!r}")
 
 
 def _check_numbers(key: str, value: tuple, default: Any) -> None:
@@ -167,7 +184,8 @@ def langevin_spec(config: Any, chain: str, *, test: bool = False, scale: float =
     if prior_precision is None:
         sigma = value("prior_sigma")
         prior_precision = 0.0 if sigma is None else 1.0 / sigma**2
-    clamp = value("clamp")
+    clamp, ladder = value("clamp"), value("ladder")
     return Langevin(steps, step_size * scale, noise_std * scale, prior_precision,
                     None if clamp is None else tuple(clamp), bool(value("mala", False)),
-                    bool(getattr(config, "explicit_noise", False)), diagnostics)
+                    bool(getattr(config, "explicit_noise", False)), diagnostics,
+                    None if ladder is None else tuple(ladder))

@@ -38,6 +38,7 @@ class ShortRunConfig(SpeedOptions):
     x_noise_std: float = setting(0.05, chain="x", role="noise_std")
     x_clamp: Optional[tuple] = setting(None, chain="x", role="clamp")
     x_mala: bool = setting(False, chain="x", role="mala")
+    x_ladder: Optional[tuple] = setting(None, chain="x", role="ladder")  # replica exchange rungs [1, ...]
     test_x_steps: Optional[int] = setting(None, chain="x", role="test_steps")
     use_temp: bool = True
     energy_l2: float = setting(0.0, check="non_negative")

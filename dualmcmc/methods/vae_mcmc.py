@@ -54,6 +54,7 @@ class VAEMCMCConfig(SpeedOptions):
     x_noise_std: float = setting(0.0, chain="x", role="noise_std")  # 0: the reference's noiseless chain
     x_clamp: Optional[tuple] = setting(None, chain="x", role="clamp")
     x_mala: bool = setting(False, chain="x", role="mala")
+    x_ladder: Optional[tuple] = setting(None, chain="x", role="ladder")  # replica exchange rungs [1, ...]
     test_x_steps: Optional[int] = setting(None, chain="x", role="test_steps")
     n_chains: Optional[int] = setting(None, check="count")  # None: one chain per data point
     w_lat: float = setting(2.0, check="non_negative")

@@ -1,4 +1,4 @@
-"""The Dual-MCMC reference networks (jcui1224/dual-MCMC nets.py; methods.md §2.5) for CIFAR-10 and CelebA-64.
+"""The Dual-MCMC reference networks (jcui1224/dual-MCMC nets.py; docs/methods.md §2.5) for CIFAR-10 and CelebA-64.
 
     generator  ResNet, BatchNorm, bilinear upsampling    CIFAR-10 16,024,579 params (ngf 512), CelebA-64 12,220,675
     EBM        spectral-norm ResNet, no BN, no biases     CIFAR-10 16,793,088 (ndf 512), CelebA-64 19,536,768 (ndf 1024)
