@@ -93,6 +93,18 @@ class Method(nn.Module):
         self.chains.store(slots, x)
         return x, diag
 
+    def update_ebm(self, energy_data: Tensor, energy_samples: Tensor, *, use_temp: bool = False,
+                   energy_l2: float = 0.0) -> dict[str, float]:
+        """One optimizer step of the EBM on :func:`contrastive_loss` (divided by the temperature with ``use_temp``);
+        returns what every method logs of it: energy_gap, loss_ebm, energy_data, energy_samples (means)."""
+        self.optimizers["ebm"].zero_grad()
+        loss, gap = contrastive_loss(energy_data, energy_samples, temperature=self.temperature if use_temp else None,
+                                     energy_l2=energy_l2)
+        loss.backward()
+        self.optimizers["ebm"].step()
+        return {"energy_gap": float(gap.detach()), "loss_ebm": float(loss.detach()),
+                "energy_data": float(energy_data.detach().mean()), "energy_samples": float(energy_samples.detach().mean())}
+
     # -- speed options for the chains (SpeedOptions) --------------------------------------------------------
     def chain_net(self, module: nn.Module) -> Callable:
         """``module`` as the chains call it: itself, or its accel.fast_forward wrapper (compile / autocast /

@@ -18,12 +18,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .base import Method, SpeedOptions, adam, build_nets_for, contrastive_loss, exponential_schedulers, randn
-from .settings import setting
+from .base import Method, adam, build_nets_for, exponential_schedulers, randn
+from .settings import CommonSettings, EnergyNetSettings, GeneratorNetSettings, setting
 
 
 @dataclass
-class CoopNetsConfig(SpeedOptions):
+class CoopNetsConfig(GeneratorNetSettings, EnergyNetSettings, CommonSettings):
     """Hyper-parameters of CoopNets. Defaults are for vector data such as the 2-D toys.
 
     Same as the reference (jianwen-xie/CoopNets): x_steps 15, noise on with noise_std = step_size (T = 1),
@@ -56,14 +56,6 @@ class CoopNetsConfig(SpeedOptions):
     weight_decay_ebm: float = setting(0.0, check="non_negative")
     weight_decay_generator: float = setting(0.0, check="non_negative")
     lr_decay: float = setting(1.0, check="positive")
-    ebm_hidden: int = setting(256, check="count")
-    ebm_layers: int = setting(3, check="count")
-    ebm_activation: str = "silu"
-    generator_hidden: int = setting(256, check="count")
-    generator_layers: int = setting(3, check="count")
-    explicit_noise: bool = False
-    chain_diagnostics: bool = True
-    arch: str = "auto"  # nets: "auto" (MLP for vectors, conv for images), "mlp", "conv", "cifar10", "celeba64"
 
 
 class CoopNets(Method):
@@ -93,11 +85,7 @@ class CoopNets(Method):
         x_syn, diag_x = self.run_chain(self.energy_potential(), x0, self.langevin("x"))
 
         # ---- EBM: lower the energy of data, raise it on the revised samples ----
-        self.optimizers["ebm"].zero_grad()
-        energy_data, energy_syn = self.ebm(x), self.ebm(x_syn)
-        loss_e, _ = contrastive_loss(energy_data, energy_syn)
-        loss_e.backward()
-        self.optimizers["ebm"].step()
+        out = self.update_ebm(self.ebm(x), self.ebm(x_syn))
 
         # ---- G: regress the revised samples on their known codes ----
         self.optimizers["generator"].zero_grad()
@@ -105,13 +93,7 @@ class CoopNets(Method):
         loss_g.backward()
         self.optimizers["generator"].step()
 
-        out = {
-            "energy_gap": float(loss_e.detach()),
-            "loss_ebm": float(loss_e.detach()),
-            "energy_data": float(energy_data.detach().mean()),
-            "energy_samples": float(energy_syn.detach().mean()),
-            "loss_generator": float(loss_g.detach()),
-        }
+        out["loss_generator"] = float(loss_g.detach())
         out.update(diag_x.summary("x_chain/"))
         return out
 

@@ -20,13 +20,13 @@ import torch
 from torch import Tensor
 
 from .. import samplers
-from .base import (Method, SpeedOptions, adam, build_nets_for, contrastive_loss, diag_normal_nll,
-                   exponential_schedulers, randn, squared_error_per_batch)
-from .settings import setting
+from .base import (Method, adam, build_nets_for, diag_normal_nll, exponential_schedulers, randn,
+                   squared_error_per_batch)
+from .settings import CommonSettings, EncoderNetSettings, EnergyNetSettings, GeneratorNetSettings, setting
 
 
 @dataclass
-class DualMCMCConfig(SpeedOptions):
+class DualMCMCConfig(EncoderNetSettings, GeneratorNetSettings, EnergyNetSettings, CommonSettings):
     """Hyper-parameters of Dual-MCMC. Defaults are for vector data such as the 2-D toys.
 
     Same as the CIFAR-10 reference (jcui1224/dual-MCMC config.py): sigma 0.3, prior_sigma 1, x_steps 30,
@@ -95,18 +95,6 @@ class DualMCMCConfig(SpeedOptions):
     fine_tune: bool = True
     energy_l2: float = setting(0.0, check="non_negative")  # 0: the reference; else + energy_l2 * mean(E(data)^2 +
                                                            #   E(samples)^2) in the EBM loss
-    # networks
-    ebm_hidden: int = setting(256, check="count")
-    ebm_layers: int = setting(3, check="count")
-    ebm_activation: str = "silu"
-    generator_hidden: int = setting(256, check="count")
-    generator_layers: int = setting(3, check="count")
-    encoder_hidden: int = setting(256, check="count")
-    encoder_layers: int = setting(3, check="count")
-    # chains draw their noise with torch.randn (bit-parity with eager reference loops) instead of the op's stream
-    explicit_noise: bool = False
-    chain_diagnostics: bool = True
-    arch: str = "auto"  # nets: "auto" (MLP for vectors, conv for images), "mlp", "conv", "cifar10", "celeba64"
 
 
 class DualMCMC(Method):
@@ -160,30 +148,21 @@ class DualMCMC(Method):
         opt["encoder"].step()
 
         # ---- E step: contrastive loss against a fresh chain from the UPDATED generator with the same z0 ----
-        opt["ebm"].zero_grad()
         energy_data = E(x)
         with torch.no_grad():
             x_neg = G(z0)
         if c.fine_tune:  # the reference's second chain; no diagnostics (they would cost a forward pass on E)
             x_neg, _ = self.run_chain(self.energy_potential(), x_neg, x_chain.replace(diagnostics=False))
-        energy_syn = E(x_neg)
-        loss_e, err_e = contrastive_loss(energy_data, energy_syn, temperature=self.temperature if c.use_temp else None,
-                                         energy_l2=c.energy_l2)
-        loss_e.backward()
-        opt["ebm"].step()
+        out = self.update_ebm(energy_data, E(x_neg), use_temp=c.use_temp, energy_l2=c.energy_l2)
 
-        out = {
-            "energy_gap": float(err_e.detach()),
-            "loss_ebm": float(loss_e.detach()),
-            "energy_data": float(energy_data.detach().mean()),
-            "energy_samples": float(energy_syn.detach().mean()),
+        out.update({
             "loss_generator": float(err_g.detach()),
             "err_recon": float(err_recon.detach()),
             "err_sample": float(err_sample.detach()),
             "loss_encoder": float(err_i.detach()),
             "neg_log_q_z": float(neg_log_q_z.detach()),
             "err_latent": float(err_latent.detach()),
-        }
+        })
         out.update(diag_x.summary("x_chain/"))
         out.update(diag_z.summary("z_chain/"))
         return out

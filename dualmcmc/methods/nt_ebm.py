@@ -33,12 +33,12 @@ from ..kernels import random_tensor
 from ..nets.flow import ImageFlow, VectorFlow
 from ..ops import temperature
 from ..validation import ConfigError
-from .base import Method, SpeedOptions, adam, build_nets_for, contrastive_loss, exponential_schedulers
-from .settings import setting
+from .base import Method, adam, build_nets_for, exponential_schedulers
+from .settings import CommonSettings, EnergyNetSettings, setting
 
 
 @dataclass
-class NTEBMConfig(SpeedOptions):
+class NTEBMConfig(EnergyNetSettings, CommonSettings):
     """Hyper-parameters of the flow-backbone EBM. Defaults are for vector data such as the 2-D toys.
 
     The paper's code is not public (docs/methods.md §4): there is no reference iteration to follow, so these are
@@ -80,12 +80,6 @@ class NTEBMConfig(SpeedOptions):
     betas: tuple = setting((0.9, 0.999))
     weight_decay_ebm: float = setting(0.0, check="non_negative")
     lr_decay: float = setting(1.0, check="positive")
-    ebm_hidden: int = setting(256, check="count")
-    ebm_layers: int = setting(3, check="count")
-    ebm_activation: str = "silu"
-    explicit_noise: bool = False
-    chain_diagnostics: bool = True
-    arch: str = "auto"  # energy net: "auto" (MLP for vectors, conv for images), "mlp", "conv", "cifar10", "celeba64"
 
     def check(self, prefix: str = "") -> None:
         if self.train_flow and temperature(self.z_step_size, self.z_noise_std) != 1.0:
@@ -174,19 +168,7 @@ class NTEBM(Method):
         with torch.no_grad():
             x_neg = self.flow(z)
 
-        self.optimizers["ebm"].zero_grad()
-        energy_data, energy_neg = self.ebm(x), self.ebm(x_neg)
-        loss_e, err_e = contrastive_loss(energy_data, energy_neg, temperature=self.temperature if c.use_temp else None,
-                                         energy_l2=c.energy_l2)
-        loss_e.backward()
-        self.optimizers["ebm"].step()
-
-        out = {
-            "energy_gap": float(err_e.detach()),
-            "loss_ebm": float(loss_e.detach()),
-            "energy_data": float(energy_data.detach().mean()),
-            "energy_samples": float(energy_neg.detach().mean()),
-        }
+        out = self.update_ebm(self.ebm(x), self.ebm(x_neg), use_temp=c.use_temp, energy_l2=c.energy_l2)
         if c.train_flow:  # d/d(flow) log p(data) = d log q(data) + E_p[d E(g(z))]
             self.optimizers["flow"].zero_grad()
             nll = -self.flow.log_prob(x).mean()

@@ -59,6 +59,42 @@ class SpeedOptions:
     channels_last: bool = setting(False, speed=True)
 
 
+@dataclass
+class CommonSettings(SpeedOptions):
+    """Keys every method has: the speed options, the chains' noise source and diagnostics, and the nets' ``arch``.
+
+    explicit_noise: chains draw their noise with torch.randn (bit parity with eager reference loops) instead of the
+        op's own Philox stream.
+    chain_diagnostics: log per-chain energies and gradient norms of the training chains.
+    arch: "auto" (MLPs for vectors, conv nets for images), "mlp", "conv", "cifar10", "celeba64" (dualmcmc.nets).
+    """
+
+    explicit_noise: bool = False
+    chain_diagnostics: bool = True
+    arch: str = "auto"
+
+
+@dataclass
+class EnergyNetSettings:
+    """The energy net's width, depth (MLPs) and activation."""
+
+    ebm_hidden: int = setting(256, check="count")
+    ebm_layers: int = setting(3, check="count")
+    ebm_activation: str = "silu"
+
+
+@dataclass
+class GeneratorNetSettings:
+    generator_hidden: int = setting(256, check="count")
+    generator_layers: int = setting(3, check="count")
+
+
+@dataclass
+class EncoderNetSettings:
+    encoder_hidden: int = setting(256, check="count")
+    encoder_layers: int = setting(3, check="count")
+
+
 def speed_keys() -> tuple[str, ...]:
     """The names of the speed options (not part of a run's identity)."""
     return tuple(f.name for f in dataclasses.fields(SpeedOptions))

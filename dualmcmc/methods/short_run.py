@@ -17,12 +17,12 @@ from torch import Tensor
 
 from .. import samplers
 from ..kernels import random_tensor
-from .base import Method, SpeedOptions, adam, build_nets_for, contrastive_loss
-from .settings import setting
+from .base import Method, adam, build_nets_for
+from .settings import CommonSettings, EnergyNetSettings, setting
 
 
 @dataclass
-class ShortRunConfig(SpeedOptions):
+class ShortRunConfig(EnergyNetSettings, CommonSettings):
     """Hyper-parameters of the short-run EBM baseline, for vector data such as the 2-D toys.
 
     The reference trains on images with 100 steps from U[-1, 1]; here x_steps 60 with a = b = 0.05 (T = 1), which
@@ -49,12 +49,6 @@ class ShortRunConfig(SpeedOptions):
     betas: tuple = setting((0.9, 0.999))
     weight_decay_ebm: float = setting(0.0, check="non_negative")
     lr_decay: float = setting(1.0, check="positive")
-    ebm_hidden: int = setting(256, check="count")
-    ebm_layers: int = setting(3, check="count")
-    ebm_activation: str = "silu"
-    explicit_noise: bool = False
-    chain_diagnostics: bool = True
-    arch: str = "auto"  # energy net: "auto" (MLP for vectors, conv for images), "mlp", "conv", "cifar10", "celeba64"
 
 
 class ShortRun(Method):
@@ -96,19 +90,7 @@ class ShortRun(Method):
                                               self.langevin("x"))
 
         # ---- EBM: contrastive loss, scaled to the chain's temperature ----
-        self.optimizers["ebm"].zero_grad()
-        energy_data, energy_neg = self.ebm(x), self.ebm(x_neg)
-        loss, err_e = contrastive_loss(energy_data, energy_neg, temperature=self.temperature if c.use_temp else None,
-                                       energy_l2=c.energy_l2)
-        loss.backward()
-        self.optimizers["ebm"].step()
-
-        out = {
-            "energy_gap": float(err_e.detach()),
-            "loss_ebm": float(loss.detach()),
-            "energy_data": float(energy_data.detach().mean()),
-            "energy_samples": float(energy_neg.detach().mean()),
-        }
+        out = self.update_ebm(self.ebm(x), self.ebm(x_neg), use_temp=c.use_temp, energy_l2=c.energy_l2)
         out.update(diag_x.summary("x_chain/"))
         return out
 

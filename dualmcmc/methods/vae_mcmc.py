@@ -22,13 +22,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .base import (Method, SpeedOptions, adam, build_nets_for, contrastive_loss, exponential_schedulers,
-                   kl_to_standard_normal, randn)
-from .settings import setting
+from .base import Method, adam, build_nets_for, exponential_schedulers, kl_to_standard_normal, randn
+from .settings import CommonSettings, EncoderNetSettings, EnergyNetSettings, GeneratorNetSettings, setting
 
 
 @dataclass
-class VAEMCMCConfig(SpeedOptions):
+class VAEMCMCConfig(EncoderNetSettings, GeneratorNetSettings, EnergyNetSettings, CommonSettings):
     """Hyper-parameters of CoopVAEBM. Defaults are for vector data such as the 2-D toys.
 
     Same as the reference (CIFAR-10 flags of jianwen-xie/CoopVAEBM main.py): x_steps 15, a noiseless chain
@@ -64,16 +63,6 @@ class VAEMCMCConfig(SpeedOptions):
     weight_decay_ebm: float = setting(0.0, check="non_negative")
     weight_decay_vae: float = setting(0.0, check="non_negative")
     lr_decay: float = setting(0.98 ** (1 / 20), check="positive")
-    ebm_hidden: int = setting(256, check="count")
-    ebm_layers: int = setting(3, check="count")
-    ebm_activation: str = "silu"
-    generator_hidden: int = setting(256, check="count")
-    generator_layers: int = setting(3, check="count")
-    encoder_hidden: int = setting(256, check="count")
-    encoder_layers: int = setting(3, check="count")
-    explicit_noise: bool = False
-    chain_diagnostics: bool = True
-    arch: str = "auto"  # nets: "auto" (MLP for vectors, conv for images), "mlp", "conv", "cifar10", "celeba64"
 
 
 class VAEMCMC(Method):
@@ -108,11 +97,7 @@ class VAEMCMC(Method):
         x_syn, diag_x = self.run_chain(self.energy_potential(), x0, self.langevin("x"))
 
         # ---- EBM: lower the energy of data, raise it on the revised samples ----
-        self.optimizers["ebm"].zero_grad()
-        energy_data, energy_syn = self.ebm(x), self.ebm(x_syn)
-        loss_e, _ = contrastive_loss(energy_data, energy_syn)
-        loss_e.backward()
-        self.optimizers["ebm"].step()
+        out = self.update_ebm(self.ebm(x), self.ebm(x_syn))
 
         # ---- VAE: an ordinary VAE whose training data are the revised samples (it never sees the data) ----
         self.optimizers["vae"].zero_grad()
@@ -124,16 +109,12 @@ class VAEMCMC(Method):
         loss_vae.backward()
         self.optimizers["vae"].step()
 
-        out = {
-            "energy_gap": float(loss_e.detach()),
-            "loss_ebm": float(loss_e.detach()),
-            "energy_data": float(energy_data.detach().mean()),
-            "energy_samples": float(energy_syn.detach().mean()),
+        out.update({
             "loss_vae": float(loss_vae.detach()),
             "vae_recon": float(recon.detach().mean()),
             "vae_kl": float(kl.detach().mean()),
             "revision_distance": float((x_syn - x0).reshape(n_chains, -1).norm(dim=1).mean()),
-        }
+        })
         out.update(diag_x.summary("x_chain/"))
         return out
 
