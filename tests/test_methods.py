@@ -485,3 +485,39 @@ def test_a_run_written_before_a_model_key_existed_still_resumes():
     assert identity_changes(saved, cfg) == []
     changed = load_config({"method": "dual_mcmc", "data": "8gaussians", "model": {"x_steps": 3, "x_ladder": [1, 4]}})
     assert identity_changes(saved, changed) == ["model.x_ladder: None -> [1, 4]"]
+
+
+# ---- an exponential moving average of the weights (model.ema) ----
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_ema_averages_each_net_after_its_optimizer_steps_and_serves_sampling(name):
+    params = {**TINY[name], "flow_pretrain_iterations": 0} if name == "nt_ebm" else TINY[name]
+    torch.manual_seed(0)
+    plain = build_method(name, params, (2,))
+    assert len(plain.averages) == 0 and not any(k.startswith("averages.") for k in plain.state_dict())
+    torch.manual_seed(0)
+    method = build_method(name, {**params, "ema": 0.5}, (2,))
+    start = {k: v.clone() for k, v in method.ebm.state_dict().items()}
+    method.train_step(tiny_data())
+    live = {k: v.clone() for k, v in method.ebm.state_dict().items()}
+    averaged = dict(method.averages["ebm"].module.state_dict())
+    key = next(k for k in live if live[k].is_floating_point() and not torch.equal(live[k], start[k]))
+    # AveragedModel's first update copies; the decay applies from the second step on
+    torch.testing.assert_close(averaged[key], live[key])
+    method.train_step(tiny_data(seed=1))
+    newer = method.ebm.state_dict()[key]
+    torch.testing.assert_close(method.averages["ebm"].module.state_dict()[key], 0.5 * live[key] + 0.5 * newer)
+    with method.averaged_weights():
+        assert torch.equal(method.ebm.state_dict()[key], method.averages["ebm"].module.state_dict()[key])
+        method.sample(4)
+    assert torch.equal(method.ebm.state_dict()[key], newer)  # the live weights are back
+    if method.generator is not None and name != "nt_ebm":
+        assert "generator" in method.averages
+    fresh = build_method(name, {**params, "ema": 0.5}, (2,))
+    fresh.load_state_dict(method.state_dict())  # checkpoints carry the averages
+    assert torch.equal(fresh.averages["ebm"].module.state_dict()[key], method.averages["ebm"].module.state_dict()[key])
+
+
+def test_ema_out_of_range_is_refused_naming_the_key():
+    with pytest.raises(ValueError, match=r"model\.ema must be in \[0, 1\]"):
+        from dualmcmc.config import load_config
+        load_config({"method": "dual_mcmc", "data": "8gaussians", "model": {"ema": 1.5}})

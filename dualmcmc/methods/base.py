@@ -2,7 +2,8 @@
 share: the chains they run, the contrastive loss, the optimisers."""
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Optional
+import contextlib
+from typing import Any, Callable, ClassVar, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +42,7 @@ class Method(nn.Module):
         self.generator: Optional[nn.Module] = None
         self.encoder: Optional[nn.Module] = None
         self.chains: Optional[samplers.PersistentChains] = None
+        self.averages = nn.ModuleDict()  # name -> AveragedModel of that net (average_weights, config key ema)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self._chain_nets: dict[int, Callable] = {}  # id(module) -> its fast_forward wrapper (made once)
@@ -104,6 +106,55 @@ class Method(nn.Module):
         self.optimizers["ebm"].step()
         return {"energy_gap": float(gap.detach()), "loss_ebm": float(loss.detach()),
                 "energy_data": float(energy_data.detach().mean()), "energy_samples": float(energy_samples.detach().mean())}
+
+    # -- an exponential moving average of the weights (config key ``ema``) -----------------------------------
+    AVERAGED: ClassVar[tuple[str, ...]] = ("ebm", "generator", "encoder", "flow")
+
+    def average_weights(self) -> None:
+        """With ``config.ema`` set, keep an EMA of each net (torch.optim.swa_utils.AveragedModel, buffers too),
+        updated after every step of the optimizer that trains it; subclasses call this at the end of __init__."""
+        decay = getattr(self.config, "ema", None)
+        self.averages = nn.ModuleDict()
+        if decay is None:
+            return
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        for name in self.AVERAGED:
+            net = getattr(self, name, None)
+            if not isinstance(net, nn.Module):
+                continue
+            self.averages[name] = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+            first = next(net.parameters())
+            for optimizer in self.optimizers.values():
+                if any(p is first for group in optimizer.param_groups for p in group["params"]):
+                    optimizer.register_step_post_hook(lambda *_, name=name: self._update_average(name))
+
+    def _update_average(self, name: str) -> None:
+        self.averages[name].update_parameters(getattr(self, name))
+
+    @contextlib.contextmanager
+    def averaged_weights(self) -> Iterator[None]:
+        """The averaged weights in the nets for the duration (sampling, pictures, evaluation), the live ones back
+        afterwards; nothing changes without ``ema``. Written through ``.data`` (no autograd version bump)."""
+        pairs = [(t, a) for name, average in self.averages.items()
+                 for t, a in zip(_tensors(getattr(self, name)), _tensors(average.module))]
+        saved = [t.detach().clone() for t, _ in pairs]
+        with torch.no_grad():
+            for t, a in pairs:
+                t.data.copy_(a)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for (t, _), value in zip(pairs, saved):
+                    t.data.copy_(value)
+
+    def use_averaged_weights(self) -> None:
+        """Put the averaged weights in the nets for good (a loaded run that is sampled or evaluated)."""
+        with torch.no_grad():
+            for name, average in self.averages.items():
+                for t, a in zip(_tensors(getattr(self, name)), _tensors(average.module)):
+                    t.data.copy_(a)
 
     # -- speed options for the chains (SpeedOptions) --------------------------------------------------------
     def chain_net(self, module: nn.Module) -> Callable:
@@ -200,6 +251,10 @@ class Method(nn.Module):
         self.backoff_scale = float(state.get("backoff_scale", 1.0))
         if self.chains is not None and "chains" in state:
             self.chains.load_state_dict(state["chains"], device=self.device)  # checkpoints load onto the CPU
+
+
+def _tensors(module: nn.Module) -> list[Tensor]:
+    return [*module.parameters(), *module.buffers()]
 
 
 def build_nets_for(config: Any, data_shape: tuple[int, ...]) -> dict[str, Optional[nn.Module]]:

@@ -72,6 +72,7 @@ class CoopNets(Method):
             "generator": adam(self.generator.parameters(), c.lr_generator, c.betas, c.weight_decay_generator),
         }
         self.schedulers = exponential_schedulers(self.optimizers, c.lr_decay)
+        self.average_weights()  # an EMA of the nets for sampling and evaluation, when config.ema is set
 
     def train_step(self, x: Tensor) -> dict[str, float]:
         c = self.config

@@ -115,8 +115,10 @@ class DualMCMC(Method):
         # the generator posterior's potential ||G(z) - x||^2 / sigma^2 (reference form): the latent chain's target
         self.posterior = samplers.reconstruction_potential(self.chain_net(self.generator), c.sigma, c.z_likelihood,
                                                            modules=(self.generator,))
+        self.average_weights()  # an EMA of the nets for sampling and evaluation, when config.ema is set
 
     # -- one iteration --------------------------------------------------------------------------------------
+
     def train_step(self, x: Tensor) -> dict[str, float]:
         c = self.config
         G, I, E = self.generator, self.encoder, self.ebm

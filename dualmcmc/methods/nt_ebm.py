@@ -115,6 +115,7 @@ class NTEBM(Method):
         # E(g(z)): the tilt pulled back to the latent space, the chains' potential (the op adds ||z||^2/2)
         ebm, flow = self.chain_net(self.ebm), self.chain_net(self.flow)
         self.latent_potential = samplers.Potential(lambda z: ebm(flow(z)), modules=(self.ebm, self.flow))
+        self.average_weights()  # an EMA of the nets for sampling and evaluation, when config.ema is set
 
     @property
     def flow_fitted(self) -> bool:

@@ -67,11 +67,15 @@ class CommonSettings(SpeedOptions):
         op's own Philox stream.
     chain_diagnostics: log per-chain energies and gradient norms of the training chains.
     arch: "auto" (MLPs for vectors, conv nets for images), "mlp", "conv", "cifar10", "celeba64" (dualmcmc.nets).
+    ema: the decay of an exponential moving average of the nets' weights (e.g. 0.999), which sampling, pictures and
+        evaluation use instead of the last weights (:meth:`Method.averaged_weights`); None: no average (the
+        reference). Training itself, chains included, always uses the live weights.
     """
 
     explicit_noise: bool = False
     chain_diagnostics: bool = True
     arch: str = "auto"
+    ema: Optional[float] = setting(None, check="fraction")
 
 
 @dataclass

@@ -65,6 +65,7 @@ class ShortRun(Method):
         self.optimizers = {"ebm": adam(self.ebm.parameters(), c.lr_ebm, c.betas, c.weight_decay_ebm)}
         self.schedulers = {"ebm": torch.optim.lr_scheduler.ExponentialLR(self.optimizers["ebm"], gamma=c.lr_decay)}
         self.chains = samplers.PersistentChains(c.buffer_size, c.reinit_fraction) if c.persistent else None
+        self.average_weights()  # an EMA of the nets for sampling and evaluation, when config.ema is set
 
     def noise_init(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """``n`` chain starts on the model's device: uniform over the data range seen so far ([-1, 1] before any

@@ -80,6 +80,7 @@ class VAEMCMC(Method):
             "vae": adam(vae_params, c.lr_vae, c.betas, c.weight_decay_vae),
         }
         self.schedulers = exponential_schedulers(self.optimizers, c.lr_decay)
+        self.average_weights()  # an EMA of the nets for sampling and evaluation, when config.ema is set
 
     @property
     def temperature(self) -> float:
