@@ -1,9 +1,10 @@
 """Putting modules' buffers back after passes that must leave no trace (a CUDA-graph warm-up, pictures drawn during
-training)."""
+training), and keeping autograd's version counters of buffers that a compiled pass writes: the one place that touches
+either."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -26,3 +27,24 @@ def buffers_restored(modules: Sequence[nn.Module]) -> Iterator[None]:
         with torch.no_grad():
             for buffer, value in zip(buffers, saved):
                 buffer.data.copy_(value)
+
+
+_set_version_counters = getattr(torch._C._autograd, "_unsafe_set_version_counter", None)  # torch >= 2.3
+
+
+@contextlib.contextmanager
+def version_counters_kept(tensors: Iterable[torch.Tensor]) -> Iterator[None]:
+    """On exit, the tensors' autograd version counters are what they were on entry (their values are not touched).
+
+    Eager BatchNorm updates its running statistics without bumping their version counters; a compiled graph writes
+    them back with copy_, which does. An eager graph that saved them earlier (Dual-MCMC keeps x0 = G(z0) for
+    errSample across the latent chain) would then refuse to backward, although a training-mode backward never reads
+    them. Keeping the counters keeps the eager semantics.
+    """
+    tensors = tuple(tensors)
+    versions = tuple(t._version for t in tensors)
+    try:
+        yield
+    finally:
+        if tensors and _set_version_counters is not None:
+            _set_version_counters(tensors, versions)

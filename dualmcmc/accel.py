@@ -15,10 +15,11 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from ._buffers import version_counters_kept
+
 __all__ = ["AUTOCAST_DTYPES", "FastForward", "fast_forward"]
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-_set_version_counters = getattr(torch._C._autograd, "_unsafe_set_version_counter", None)  # torch >= 2.3
 
 
 def _cast_floats(out: Any, dtype: torch.dtype) -> Any:
@@ -65,16 +66,9 @@ class FastForward:
             args = ({name: p.detach() for name, p in self.module.named_parameters()}, *args)
         if not self.compiled:
             return self._call(args, kwargs)
-        # Eager BatchNorm updates its running statistics without bumping their version counters; a compiled graph
-        # writes them back with copy_, which does. An eager graph that saved them earlier (Dual-MCMC keeps
-        # x0 = G(z0) for errSample across the latent chain) would then refuse to backward, although a training-mode
-        # backward never reads them. Restoring the counters keeps the eager semantics.
-        buffers = tuple(self.module.buffers())
-        versions = tuple(b._version for b in buffers)
-        out = self._call(args, kwargs)
-        if buffers and _set_version_counters is not None:
-            _set_version_counters(buffers, versions)
-        return out
+        # a compiled graph bumps the BatchNorm buffers' version counters where eager mode does not (_buffers.py)
+        with version_counters_kept(self.module.buffers()):
+            return self._call(args, kwargs)
 
     def _call(self, args: tuple, kwargs: dict) -> Any:
         if self.channels_last:
