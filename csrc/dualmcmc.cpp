@@ -20,4 +20,9 @@ TORCH_LIBRARY(dualmcmc, m) {
       "langevin_step_(Tensor(a!) x, Tensor grad, float step_size, float noise_std, float prior_precision=0., "
       "Tensor? noise=None, Generator? generator=None, float? clamp_min=None, float? clamp_max=None) -> ()",
       {at::Tag::nondeterministic_seeded});
+  // Test hooks, not API: raw Philox4x32-10 words (known-answer tests), the CPU normal stream for a given
+  // (seed, offset), and the CPU implementation in use ("avx2" or "portable"; pass one to switch).
+  m.def("_philox4x32_10(Tensor counter, Tensor key) -> Tensor");
+  m.def("_philox_normal(int seed, int offset, int n, ScalarType dtype) -> Tensor");
+  m.def("_cpu_isa(str? isa=None) -> str");
 }

@@ -10,6 +10,7 @@
 #include "langevin.h"
 
 #include <cmath>
+#include <limits>
 #include <optional>
 
 namespace dualmcmc {
@@ -48,6 +49,15 @@ inline void check_langevin_args(const char* op, const at::Tensor& x, const at::T
                       ": 'x' must not have overlapping memory (e.g. from expand()); pass x.clone()");
     TORCH_CHECK(!x.requires_grad() || !c10::GradMode::is_enabled(), op,
                 ": 'x' requires grad; use the functional langevin_step, or detach x for an in-place chain");
+    // Like torch's own in-place ops: an input that shares only part of x's memory would be read after the
+    // kernel has overwritten it. (The same tensor as x, or memory x does not touch, is fine.)
+    TORCH_CHECK_VALUE(at::get_overlap_status(x, grad) != at::MemOverlapStatus::Partial, op,
+                      ": 'grad' partially overlaps 'x' in memory (e.g. two shifted slices of one tensor); "
+                      "pass grad.clone()");
+    if (noise.has_value()) {
+      TORCH_CHECK_VALUE(at::get_overlap_status(x, *noise) != at::MemOverlapStatus::Partial, op,
+                        ": 'noise' partially overlaps 'x' in memory; pass noise.clone()");
+    }
   }
 }
 
@@ -61,8 +71,9 @@ LangevinParams<acc_t> make_params(double step_size, double noise_std, double pri
   p.noise_std = static_cast<acc_t>(noise_std);
   p.has_min = clamp_min.has_value();
   p.has_max = clamp_max.has_value();
-  p.clamp_min = static_cast<acc_t>(clamp_min.value_or(0.0));
-  p.clamp_max = static_cast<acc_t>(clamp_max.value_or(0.0));
+  // An open end is -inf / +inf, so the vector kernels can always clamp (the result is the same).
+  p.clamp_min = static_cast<acc_t>(clamp_min.value_or(-std::numeric_limits<double>::infinity()));
+  p.clamp_max = static_cast<acc_t>(clamp_max.value_or(std::numeric_limits<double>::infinity()));
   return p;
 }
 

@@ -29,14 +29,11 @@ struct BlockNormals {
   acc_t v[NormalsPerBlock<acc_t>::value];
 };
 
+// The float normals are langevin.h's block_normals_f, every rounding explicit: the same bits as the CPU kernels.
 __device__ __forceinline__ BlockNormals<float> block_normals(uint64_t seed, uint64_t offset, uint64_t block, float) {
-  const Philox4 r = philox4x32_10(seed, offset / 4, block);
-  const float rad0 = sqrtf(-2.0f * logf(uniform_open_f(r.v[0])));
-  const float rad1 = sqrtf(-2.0f * logf(uniform_open_f(r.v[2])));
-  float s0, c0, s1, c1;
-  sincospif(2.0f * uniform_f(r.v[1]), &s0, &c0);
-  sincospif(2.0f * uniform_f(r.v[3]), &s1, &c1);
-  return BlockNormals<float>{{rad0 * c0, rad0 * s0, rad1 * c1, rad1 * s1}};
+  BlockNormals<float> z;
+  block_normals_f(seed, offset / 4, block, z.v);
+  return z;
 }
 
 __device__ __forceinline__ BlockNormals<double> block_normals(uint64_t seed, uint64_t offset, uint64_t block, double) {
@@ -81,7 +78,7 @@ __global__ void langevin_kernel(const scalar_t* x, const scalar_t* grad,
 #pragma unroll
       for (int k = 0; k < kPer; ++k) {
         const acc_t e = source == NoiseSource::kExplicit ? static_cast<acc_t>(nv.v[k]) : eps.v[k];
-        ov.v[k] = static_cast<scalar_t>(langevin_update<acc_t>(static_cast<acc_t>(xv.v[k]), static_cast<acc_t>(gv.v[k]), e, p));
+        ov.v[k] = static_cast<scalar_t>(langevin_update<acc_t>(static_cast<acc_t>(xv.v[k]), static_cast<acc_t>(gv.v[k]), e, source != NoiseSource::kNone, p));
       }
       reinterpret_cast<P*>(out)[b] = ov;
     } else {
@@ -90,7 +87,7 @@ __global__ void langevin_kernel(const scalar_t* x, const scalar_t* grad,
         const int64_t i = i0 + k;
         if (i >= n) break;
         const acc_t e = source == NoiseSource::kExplicit ? static_cast<acc_t>(noise[i]) : eps.v[k];
-        out[i] = static_cast<scalar_t>(langevin_update<acc_t>(static_cast<acc_t>(x[i]), static_cast<acc_t>(grad[i]), e, p));
+        out[i] = static_cast<scalar_t>(langevin_update<acc_t>(static_cast<acc_t>(x[i]), static_cast<acc_t>(grad[i]), e, source != NoiseSource::kNone, p));
       }
     }
   }
