@@ -91,8 +91,8 @@ setup(
     python_requires=">=3.10",
     install_requires=["torch>=2.4"],
     extras_require={
-        "train": ["pyyaml", "tqdm", "numpy", "matplotlib", "tensorboard", "scikit-learn"],
-        "test": ["pytest", "pyyaml", "tqdm", "numpy", "matplotlib", "tensorboard", "scikit-learn", "scipy"],
+        "train": ["pyyaml", "tqdm", "numpy", "matplotlib", "tensorboard", "scikit-learn", "prdc"],
+        "test": ["pytest", "pyyaml", "tqdm", "numpy", "matplotlib", "tensorboard", "scikit-learn", "scipy", "prdc"],
     },
     entry_points={"console_scripts": ["dualmcmc = dualmcmc.cli:main"]},
     ext_modules=ext_modules,

@@ -2,6 +2,7 @@
 evaluate_images on small fake methods."""
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 
@@ -155,7 +156,19 @@ class FakeMethod:
 def test_real_digits_score_far_better_than_noise():
     real = evaluate_images(FakeMethod(load_digits("train"), reconstruct_identity=True), "digits", 300, seed=0)
     noise = evaluate_images(FakeMethod(generator=True), "digits", 300, seed=0)
-    assert set(real) == {"fd", "mmd", "nonfinite_fraction", "recon_mse", "train_fd", "classifier_test_accuracy"}
+    sample_keys = {"fd", "mmd", "mlp_fd", "precision", "recall", "density", "coverage", "mlp_precision", "mlp_recall",
+                   "mlp_density", "mlp_coverage", "classes_covered", "class_min_share", "class_tv", "class_kl",
+                   "confidence", "nonfinite_fraction"}
+    floors = {"train_fd", "train_mlp_fd", "train_class_tv", "test_confidence", "classifier_test_accuracy",
+              "mlp_test_accuracy"} | {f"train_{space}{name}" for space in ("", "mlp_")
+                                      for name in ("precision", "recall", "density", "coverage")}
+    assert set(real) == sample_keys | floors | {"recon_mse"}
+    assert {f"generator_{key}" for key in sample_keys} <= set(noise)
+    # Both feature spaces, the class histogram and prdc tell real digits from noise, by far.
+    assert real["mlp_fd"] < noise["mlp_fd"] / 10 and real["classes_covered"] == 10 and noise["classes_covered"] < 10
+    for name in ("precision", "recall", "density", "coverage", "mlp_precision", "mlp_coverage"):
+        assert real[name] > 0.9 and noise[name] < 0.05, name
+    assert real["class_tv"] < 0.15 < noise["class_tv"] and real["confidence"] > noise["confidence"] + 0.2
     assert {"generator_fd", "generator_mmd", "generator_nonfinite_fraction"} <= set(noise)
     assert "recon_mse" not in noise
     assert real["recon_mse"] == 0.0 and real["classifier_test_accuracy"] > 0.95
@@ -248,3 +261,32 @@ def test_fid_through_torchmetrics_only_when_its_weights_are_on_disk(tmp_path, mo
     (hub / "checkpoints" / image_metrics.FID_WEIGHTS_FILE).write_bytes(b"")
     scores = evaluate_images(method, str(tmp_path / "grey.npy"), 20)
     assert scores["fid"] >= 0 and scores["generator_fid"] == pytest.approx(scores["fid"])  # same seed, same noise
+
+
+def test_class_coverage_known_answers():
+    from dualmcmc.metrics.images import class_coverage
+    logits = torch.eye(3)[[0, 0, 1, 1]] * 50  # two classes of three, evenly, with full confidence
+    found = class_coverage(logits, torch.tensor([0, 1, 2]))
+    assert found["classes_covered"] == 2 and found["class_min_share"] == 0.0
+    assert abs(found["class_tv"] - 1 / 3) < 1e-12 and abs(found["confidence"] - 1.0) < 1e-12
+    # KL(reference || counts smoothed by half a count): (1/3) * sum log((1/3) / ((c + .5) / 5.5))
+    expected = sum(math.log((1 / 3) / ((c + 0.5) / 5.5)) for c in (2, 2, 0)) / 3
+    assert abs(found["class_kl"] - expected) < 1e-12
+    with pytest.raises(ValueError, match="reference_labels must lie in 0..2"):
+        class_coverage(logits, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="NaN"):
+        class_coverage(torch.full((2, 3), float("nan")), torch.tensor([0]))
+
+
+def test_prdc_separates_fidelity_from_diversity():
+    pytest.importorskip("prdc")
+    from dualmcmc.metrics.images import precision_recall_density_coverage
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(400, 4))
+    collapsed = real[:20].repeat(20, axis=0) + 1e-3 * rng.normal(size=(400, 4))  # sharp but one corner
+    spread = rng.normal(size=(400, 4))
+    sharp, diverse = precision_recall_density_coverage(real, collapsed), precision_recall_density_coverage(real, spread)
+    assert sharp["precision"] > 0.9 and sharp["coverage"] < 0.4  # fidelity without diversity
+    assert diverse["precision"] > 0.8 and diverse["coverage"] > 0.8
+    with pytest.raises(ValueError, match="nearest_k=5 need more than 5 rows"):
+        precision_recall_density_coverage(real[:5], spread)

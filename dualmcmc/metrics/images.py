@@ -1,13 +1,18 @@
 """Image metrics: a digits classifier the package trains itself, Frechet distance and kernel MMD of features,
-and evaluate_images, which scores a method's EBM / generator samples and reconstructions on image data.
+precision / recall / density / coverage (through the ``prdc`` package), the class histogram of samples, and
+evaluate_images, which scores a method's EBM / generator samples and reconstructions on image data.
 
-* digits: features of ``digits_classifier`` (a small CNN trained on the 1497 training digits, cached on disk);
-  samples are compared with the 300 held-out digits ("digits:test"), never with the data the model saw.
+* digits: features of ``digits_classifier`` (a small CNN trained on the 1497 training digits, cached on disk) and,
+  as a second, independent feature space, the hidden layer of ``digits_mlp`` (a scikit-learn MLPClassifier trained
+  on the same 1497 digits, cached as plain arrays); samples are compared with the 300 held-out digits
+  ("digits:test"), never with the data the model saw, and neither feature net has seen those 300 digits.
 * other images: kernel MMD in pixel space against a seeded subset of the data, and FID through torchmetrics when
   it is installed and its Inception weights are already on disk (dualmcmc never downloads).
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
 import tempfile
@@ -28,6 +33,12 @@ CLASSIFIER_EPOCHS = 12
 CLASSIFIER_BATCH = 64
 CLASSIFIER_LR = 3e-3
 FEATURE_DIM = 64
+MLP_FILE = "digits_mlp_v1.npz"  # bump the version when the MLP or its training changes
+MLP_SEED = 0
+MLP_HIDDEN = 128
+MLP_MAX_ITER = 300  # adam reaches sklearn's tol after about 170 epochs
+PRDC_NEAREST_K = 5  # Naeem et al. 2020's k
+CLASS_MIN_SHARE = 0.05  # a class counts as covered with at least half the uniform share (1/10)
 DIGITS_DATASETS = ("digits", "digits:train", "digits:test")
 FID_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # what torchmetrics' FID loads via torch.hub
 _ROWS_PER_BATCH = 500
@@ -138,18 +149,111 @@ def _load_cached(path: Path) -> DigitsClassifier | None:
 
 def _save_atomically(model: nn.Module, path: Path) -> None:
     """torch.save to a temp file in the same folder, then os.replace: readers never see half a file."""
+    _write_atomically(path, lambda out: torch.save(model.state_dict(), out), "the digits classifier")
+
+
+def _write_atomically(path: Path, write: Callable, what: str) -> None:
+    """write(binary file) into a temp file in path's folder, then os.replace; an OSError only warns."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as out:
-                torch.save(model.state_dict(), out)
+                write(out)
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
             raise
     except OSError as err:
-        warnings.warn(f"cannot cache the digits classifier at {str(path)!r} ({err}); it is retrained next time")
+        warnings.warn(f"cannot cache {what} at {str(path)!r} ({err}); it is retrained next time")
+
+
+# ---- the second feature space: a scikit-learn MLP ---------------------------------------------------------------
+
+
+class DigitsMLP(nn.Module):
+    """The hidden layer of a scikit-learn MLPClassifier (64 pixels -> MLP_HIDDEN ReLU units -> 10) as a module.
+
+    A second feature space for the digits, independent of DigitsClassifier: another model family (dense, no
+    convolutions), another library's training (sklearn's adam, its own initialisation and stopping rule).  Only the
+    weights are kept (``coefs_`` / ``intercepts_``), so the cache is plain arrays and needs no pickle.
+    """
+
+    def __init__(self, hidden: int = MLP_HIDDEN) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(64, hidden)
+        self.head = nn.Linear(hidden, 10)
+        self.test_accuracy: float = math.nan  # on the 300 held-out digits, set by digits_mlp
+        self.train_seconds: float | None = None  # None when the weights came from the cache
+
+    def features(self, x: Tensor) -> Tensor:
+        """Hidden-layer activations (N, hidden) of digits x: (N, 1, 8, 8) or (N, 64), in [-1, 1]."""
+        if not (x.ndim == 2 and x.shape[1] == 64) and not (x.ndim == 4 and tuple(x.shape[1:]) == (1, 8, 8)):
+            raise ValueError(f"digits MLP: x must be (N, 1, 8, 8) or (N, 64) digits in [-1, 1], got shape "
+                             f"{tuple(x.shape)}")
+        return torch.relu(self.hidden(to_model_range(x).to(torch.float32).reshape(len(x), 64)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: value.detach().numpy() for name, value in self.state_dict().items()}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "DigitsMLP":
+        weights = {name: torch.from_numpy(np.asarray(arrays[name], dtype=np.float32))
+                   for name in ("hidden.weight", "hidden.bias", "head.weight", "head.bias")}
+        model = cls(hidden=weights["hidden.bias"].shape[0])
+        model.load_state_dict(weights)
+        return _frozen(model)
+
+
+def train_digits_mlp(seed: int = MLP_SEED, hidden: int = MLP_HIDDEN) -> DigitsMLP:
+    """Fit sklearn's MLPClassifier on the 1497 training digits (pixels in [-1, 1]), seeded, one BLAS thread.
+
+    The 300 held-out digits are left out on purpose: they are the reference that samples are scored against, and
+    a feature net that has fitted them maps them closer to its class prototypes than any unseen image (its
+    training loss pulls them there), so every sample would look farther from them than it is, and the floor
+    (training digits against held-out ones) would no longer measure what a perfect sampler reaches.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_limits
+
+    x = load_digits("train").reshape(-1, 64).numpy().astype(np.float64)
+    y = load_digits_labels("train").numpy()
+    start = time.perf_counter()
+    with threadpool_limits(1), warnings.catch_warnings():  # one thread: the same sums, hence the same weights
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = MLPClassifier(hidden_layer_sizes=(hidden,), random_state=seed, max_iter=MLP_MAX_ITER).fit(x, y)
+    if list(fitted.classes_) != list(range(10)):
+        raise RuntimeError(f"digits MLP: expected classes 0..9, sklearn found {list(fitted.classes_)}")
+    model = DigitsMLP.from_arrays({"hidden.weight": fitted.coefs_[0].T, "hidden.bias": fitted.intercepts_[0],
+                                   "head.weight": fitted.coefs_[1].T, "head.bias": fitted.intercepts_[1]})
+    model.train_seconds = time.perf_counter() - start
+    return model
+
+
+def digits_mlp(cache_dir: str | os.PathLike | None = None) -> DigitsMLP:
+    """The second digits feature net (DigitsMLP), from the cache or trained (a few seconds), like digits_classifier.
+
+    Cached beside the classifier (``cache_dir`` / ``$DUALMCMC_CACHE`` / ``~/.cache/dualmcmc``) as ``digits_mlp_v1.npz``
+    (plain arrays, loaded without pickle), written atomically; an unreadable file is retrained and replaced.
+    ``.test_accuracy``: accuracy on the 300 held-out digits; ``.train_seconds``: training time (None when loaded).
+    """
+    path = classifier_cache_dir(cache_dir) / MLP_FILE
+    model = None
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                model = DigitsMLP.from_arrays(arrays)
+        except Exception as err:  # truncated / foreign file: numpy and torch raise many types
+            warnings.warn(f"digits MLP cache {str(path)!r} is unreadable ({type(err).__name__}); retraining it")
+    if model is None:
+        model = train_digits_mlp()
+        _write_atomically(path, lambda out: np.savez(out, **model.arrays()), "the digits MLP")
+    model.test_accuracy = classifier_accuracy(model, load_digits("test"), load_digits_labels("test"))
+    return model
 
 
 # ---- distances between feature sets -------------------------------------------------------------------------
@@ -213,6 +317,70 @@ def _kernel_trace(x: np.ndarray) -> float:
     return float(((np.einsum("ij,ij->i", x, x) / x.shape[1] + 1.0) ** 3).sum())
 
 
+def precision_recall_density_coverage(real_feats, fake_feats, nearest_k: int = PRDC_NEAREST_K) -> dict[str, float]:
+    """Precision, recall, density and coverage (Naeem et al. 2020) of fake features against real ones, by ``prdc``.
+
+    k-nearest-neighbour balls around each real (fake) point stand for the real (fake) manifold.  Precision: share of
+    fakes inside some real ball (fidelity, "sharpness"); recall: share of reals inside some fake ball (diversity);
+    density: mean number of real balls holding a fake, / k (about 1 for fakes spread like the data, above 1 for
+    fakes crowded in dense regions); coverage: share of real balls holding at least one fake (the robust recall).
+    Both sets need more than ``nearest_k`` rows.  Raises ImportError (saying how to install it) without ``prdc``.
+    """
+    real, fake = _pair(real_feats, fake_feats)
+    if isinstance(nearest_k, bool) or not isinstance(nearest_k, int) or nearest_k < 1:
+        raise ValueError(f"nearest_k must be an int >= 1, got {nearest_k!r}")
+    if min(len(real), len(fake)) <= nearest_k:
+        raise ValueError(f"precision/recall/density/coverage with nearest_k={nearest_k} need more than {nearest_k} "
+                         f"rows in each set, got {len(real)} real and {len(fake)} fake")
+    try:
+        from prdc import compute_prdc
+    except ImportError as err:
+        raise ImportError(f"precision/recall/density/coverage need the prdc package ({err}); pip install prdc") from err
+    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the set sizes on every call
+        scores = compute_prdc(real_features=real, fake_features=fake, nearest_k=nearest_k)
+    return {name: float(scores[name]) for name in ("precision", "recall", "density", "coverage")}
+
+
+def class_coverage(logits, reference_labels, min_share: float = CLASS_MIN_SHARE) -> dict[str, float]:
+    """How samples spread over the classes, from a classifier's ``logits`` (N, C) of them: the histogram of argmax
+    labels against the histogram of ``reference_labels`` (M,) (ints in 0..C-1).
+
+    "classes_covered": classes holding at least ``min_share`` of the samples; "class_min_share": the rarest class's
+    share; "class_tv": total variation between the two histograms (0..1); "class_kl": KL(reference || samples) in
+    nats, the sample histogram smoothed by half a count per class (so a missing class costs a finite amount, about
+    log(2N) times its reference share); "confidence": mean max-softmax probability, how sure the classifier is of
+    the samples (sharpness: blurred or in-between digits score low).
+    """
+    logits = torch.as_tensor(logits).detach().to("cpu", torch.float64)
+    labels = torch.as_tensor(reference_labels).detach().to("cpu")
+    if logits.ndim != 2 or len(logits) < 1 or logits.shape[1] < 2:
+        raise ValueError(f"logits must be (N, C) with N >= 1 and C >= 2 classes, got shape {tuple(logits.shape)}")
+    if not torch.isfinite(logits).all():
+        raise ValueError("logits hold NaN or Inf values; drop those rows first")
+    classes = logits.shape[1]
+    if labels.ndim != 1 or len(labels) < 1 or labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"reference_labels must be a 1-D integer array with at least one label, got "
+                         f"{labels.dtype} of shape {tuple(labels.shape)}")
+    if labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(f"reference_labels must lie in 0..{classes - 1} (logits have {classes} classes), got "
+                         f"{labels.min().item()}..{labels.max().item()}")
+    if not 0.0 < min_share <= 1.0:
+        raise ValueError(f"min_share must be in (0, 1], got {min_share!r}")
+    counts = torch.bincount(logits.argmax(dim=1), minlength=classes).double()
+    share = counts / counts.sum()
+    reference = torch.bincount(labels.long(), minlength=classes).double()
+    reference = reference / reference.sum()
+    smoothed = (counts + 0.5) / (counts.sum() + 0.5 * classes)
+    present = reference > 0
+    return {
+        "classes_covered": float((share >= min_share).sum()),
+        "class_min_share": float(share.min()),
+        "class_tv": float(0.5 * (share - reference).abs().sum()),
+        "class_kl": float((reference[present] * (reference[present] / smoothed[present]).log()).sum()),
+        "confidence": float(logits.softmax(dim=1).amax(dim=1).mean()),
+    }
+
+
 # ---- evaluation of a method ---------------------------------------------------------------------------------
 
 
@@ -223,11 +391,25 @@ def evaluate_images(method, dataset: str, n_samples: int = 1000, seed: int = 0) 
     ``.reconstruct(x)`` may return None (or be missing).  Samples come from a torch.Generator seeded by ``seed`` on
     the method's device, in batches of 500.  Keys (a set that cannot be scored is left out):
 
-    * digits ("digits", "digits:train", "digits:test"), always against the 300 held-out digits: "fd" / "mmd"
-      (Frechet distance / KID-style MMD^2 in digits_classifier features of the EBM samples; the features are
-      divided by their RMS over the held-out digits, one fixed number), "generator_fd" /
-      "generator_mmd", "recon_mse" (per pixel, [-1, 1] units, of the held-out digits), "train_fd" (the
-      training digits' fd: the floor a perfect model reaches), "classifier_test_accuracy";
+    * digits ("digits", "digits:train", "digits:test"), always against the 300 held-out digits; each EBM-sample
+      key below has a "generator_" twin for the generator's samples:
+
+      - "fd" / "mmd": Frechet distance / KID-style MMD^2 in digits_classifier (CNN) features; features are divided
+        by their RMS over the held-out digits, one fixed number per feature space;
+      - "mlp_fd": Frechet distance in the second, independent feature space, the hidden layer of digits_mlp (a
+        scikit-learn MLP; like the CNN, trained on the training digits only);
+      - "precision" / "recall" / "density" / "coverage" and "mlp_precision" / ... : Naeem et al.'s scores
+        (precision_recall_density_coverage, k = 5, the held-out digits as the real set) in the CNN / MLP features:
+        precision and density measure fidelity (samples on the data manifold), recall and coverage diversity;
+        left out, with one warning, when the ``prdc`` package is not installed;
+      - "classes_covered", "class_min_share", "class_tv", "class_kl", "confidence": class_coverage of the CNN's
+        argmax labels of the samples against its labels of the held-out digits (at least 5 % of the samples
+        count as covered; 10 is all), and its mean max-softmax confidence (sharpness);
+      - floors, what the 1497 training digits score in the same places (a perfect model's level): "train_fd",
+        "train_mlp_fd", "train_precision" ... "train_mlp_coverage" (a seeded subset of n_samples training digits,
+        as prdc's scores depend on the set size), "train_class_tv"; "test_confidence": the classifier's mean
+        confidence on the held-out digits; "classifier_test_accuracy" / "mlp_test_accuracy" of the feature nets;
+      - "recon_mse": per pixel, [-1, 1] units, of the held-out digits;
     * other images: "mmd" / "generator_mmd" in pixel space against ``n_samples`` data images (seeded subset),
       "recon_mse" of those images, "fid" / "generator_fid" when torchmetrics can compute FID offline;
     * "nonfinite_fraction" / "generator_nonfinite_fraction": samples with NaN / Inf (left out of the scores).
@@ -246,7 +428,7 @@ def evaluate_images(method, dataset: str, n_samples: int = 1000, seed: int = 0) 
             results[f"{prefix}nonfinite_fraction"] = 1.0 - finite.float().mean().item()
             sets[prefix] = samples[finite]
     if digits:
-        results.update(_digits_scores(sets))
+        results.update(_digits_scores(sets, n_samples, seed))
     else:
         results.update(_pixel_scores(sets, reference))
         results.update(_fid_scores(sets, reference, device))
@@ -287,24 +469,58 @@ def _batches(n: int) -> list[int]:
     return [min(_ROWS_PER_BATCH, n - start) for start in range(0, n, _ROWS_PER_BATCH)]
 
 
-def _digits_scores(sets: dict[str, Tensor]) -> dict[str, float]:
-    classifier = digits_classifier()
+def _digits_scores(sets: dict[str, Tensor], n_samples: int, seed: int) -> dict[str, float]:
+    classifier, mlp = digits_classifier(), digits_mlp()
+    test, train = load_digits("test"), load_digits("train")
+    scores = {"classifier_test_accuracy": classifier.test_accuracy, "mlp_test_accuracy": mlp.test_accuracy}
+    with_prdc = _prdc_available()
+    # prdc's recall and coverage grow with the fake set's size: the floor uses as many training digits as samples
+    floor_rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n_samples]
     with torch.no_grad():
-        test_feats = classifier.features(load_digits("test"))
-        # One fixed scale for every set: real digits get E|f|^2 / F = 1, so KID's kernel sees O(1) dot products.
-        scale = test_feats.square().mean().sqrt()
-        test_feats = test_feats / scale
-        train_feats = classifier.features(load_digits("train")) / scale
-        scores = {"classifier_test_accuracy": classifier.test_accuracy,
-                  "train_fd": frechet_distance(train_feats, test_feats)}
+        for space, net in (("", classifier), ("mlp_", mlp)):
+            test_feats = net.features(test)
+            # One fixed scale for every set: real digits get E|f|^2 / F = 1, so KID's kernel sees O(1) dot products.
+            scale = test_feats.square().mean().sqrt()
+            test_feats = test_feats / scale
+            train_feats = net.features(train) / scale
+            scores[f"train_{space}fd"] = frechet_distance(train_feats, test_feats)
+            if with_prdc:
+                floor = precision_recall_density_coverage(test_feats, train_feats[floor_rows])
+                scores.update({f"train_{space}{name}": value for name, value in floor.items()})
+            for prefix, samples in sets.items():
+                feats = net.features(samples) / scale if len(samples) else None
+                enough = len(samples) >= 2
+                scores[f"{prefix}{space}fd"] = frechet_distance(feats, test_feats) if enough else math.nan
+                if not space:
+                    scores[f"{prefix}mmd"] = kernel_mmd(feats, test_feats) if enough else math.nan
+                if with_prdc:
+                    if len(samples) > PRDC_NEAREST_K:
+                        found = precision_recall_density_coverage(test_feats, feats)
+                    else:
+                        found = dict.fromkeys(("precision", "recall", "density", "coverage"), math.nan)
+                    scores.update({f"{prefix}{space}{name}": value for name, value in found.items()})
+        test_logits = classifier(test)
+        test_labels = test_logits.argmax(dim=1)  # the classifier's labels: its few errors cancel in the comparison
+        scores["test_confidence"] = class_coverage(test_logits, test_labels)["confidence"]
+        scores["train_class_tv"] = class_coverage(classifier(train), test_labels)["class_tv"]
         for prefix, samples in sets.items():
-            if len(samples) < 2:
-                scores[f"{prefix}fd"] = scores[f"{prefix}mmd"] = math.nan
-                continue
-            feats = classifier.features(samples) / scale
-            scores[f"{prefix}fd"] = frechet_distance(feats, test_feats)
-            scores[f"{prefix}mmd"] = kernel_mmd(feats, test_feats)
+            if len(samples):
+                found = class_coverage(classifier(samples), test_labels)
+            else:
+                found = dict.fromkeys(("classes_covered", "class_min_share", "class_tv", "class_kl", "confidence"),
+                                      math.nan)
+            scores.update({f"{prefix}{name}": value for name, value in found.items()})
     return scores
+
+
+def _prdc_available() -> bool:
+    try:
+        import prdc  # noqa: F401
+    except ImportError as err:
+        _say_once(f"evaluate_images: precision/recall/density/coverage left out: the prdc package is missing "
+                  f"({err}); pip install prdc (or dualmcmc[test]) to get them")
+        return False
+    return True
 
 
 def _pixel_scores(sets: dict[str, Tensor], reference: Tensor) -> dict[str, float]:
