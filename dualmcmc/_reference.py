@@ -23,8 +23,10 @@ def check_langevin_args(
     noise: Tensor | None,
     clamp_min: float | None,
     clamp_max: float | None,
+    inplace: bool = False,
 ) -> None:
-    """Raise a clear error naming the bad argument; mirrors the checks of the C++ kernels."""
+    """Raise a clear error naming the bad argument; mirrors the checks of the C++ kernels (langevin_checks.h):
+    the same exception types in the same order, so both backends behave the same on every bad input."""
     for name, t in (("x", x), ("grad", grad)):
         if not isinstance(t, Tensor):
             raise TypeError(f"langevin_step: '{name}' must be a Tensor, got {type(t).__name__}")
@@ -54,6 +56,35 @@ def check_langevin_args(
             raise ValueError(f"langevin_step: '{name}' must not be NaN")
     if clamp_min is not None and clamp_max is not None and clamp_min > clamp_max:
         raise ValueError(f"langevin_step: clamp_min ({clamp_min}) must be <= clamp_max ({clamp_max})")
+    if inplace:
+        if torch._debug_has_internal_overlap(x) == 1:  # 1: MemOverlap::Yes, as at::has_internal_overlap
+            raise ValueError("langevin_step_: 'x' must not have overlapping memory (e.g. from expand()); pass x.clone()")
+        if x.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError("langevin_step_: 'x' requires grad; use the functional langevin_step, or detach x for "
+                               "an in-place chain")
+        if partly_overlap(x, grad):
+            raise ValueError("langevin_step_: 'grad' partially overlaps 'x' in memory (e.g. two shifted slices of one "
+                             "tensor); pass grad.clone()")
+        if noise is not None and partly_overlap(x, noise):
+            raise ValueError("langevin_step_: 'noise' partially overlaps 'x' in memory; pass noise.clone()")
+
+
+def partly_overlap(a: Tensor, b: Tensor) -> bool:
+    """Whether b's memory meets a's without being exactly a's elements (at::get_overlap_status == Partial, which
+    also decides from the byte ranges only)."""
+    if a.numel() == 0 or b.numel() == 0 or a.device != b.device:
+        return False
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+    if a.data_ptr() == b.data_ptr() and a.stride() == b.stride() and a.shape == b.shape:
+        return False  # the same elements (full overlap): fine, like x itself
+
+    def byte_range(t: Tensor) -> tuple[int, int]:
+        extent = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
+        return t.data_ptr(), t.data_ptr() + (extent + 1) * t.element_size()
+
+    (a0, a1), (b0, b1) = byte_range(a), byte_range(b)
+    return a0 < b1 and b0 < a1
 
 
 def langevin_step(

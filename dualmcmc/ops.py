@@ -10,7 +10,7 @@ input's device is missing.
 """
 from __future__ import annotations
 
-import math
+import numbers
 import os
 import warnings
 from typing import Optional
@@ -64,14 +64,27 @@ def temperature(step_size: float, noise_std: float) -> float:
     return (noise_std / step_size) ** 2
 
 
+def _number(name: str, value) -> float:
+    """A real number argument as float; anything else (a string, None, a bool, a tensor with several elements) is a
+    TypeError naming the argument, the same on both backends."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) and not (
+            isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex()):
+        raise TypeError(f"langevin_step: '{name}' must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
 def _clamp_bounds(clamp) -> tuple[Optional[float], Optional[float]]:
     if clamp is None:
         return None, None
-    try:
-        lo, hi = clamp
-    except (TypeError, ValueError):
-        raise ValueError(f"langevin_step: 'clamp' must be None or a (min, max) pair (None for an open end), got {clamp!r}") from None
-    return (None if lo is None else float(lo)), (None if hi is None else float(hi))
+    if isinstance(clamp, (str, bytes)) or not hasattr(clamp, "__len__") or len(clamp) != 2:
+        raise ValueError(f"langevin_step: 'clamp' must be None or a (min, max) pair (None for an open end), got {clamp!r}")
+    lo, hi = clamp
+    return (None if lo is None else _number("clamp", lo)), (None if hi is None else _number("clamp", hi))
+
+
+def _scalars(step_size, noise_std, prior_precision) -> tuple[float, float, float]:
+    return (_number("step_size", step_size), _number("noise_std", noise_std),
+            _number("prior_precision", prior_precision))
 
 
 def _use_extension(x: Tensor) -> bool:
@@ -113,7 +126,7 @@ def langevin_step(
         clamp: optional ``(min, max)`` bounds applied to the result; either end may be None.
     """
     lo, hi = _clamp_bounds(clamp)
-    step_size, noise_std, prior_precision = float(step_size), float(noise_std), float(prior_precision)
+    step_size, noise_std, prior_precision = _scalars(step_size, noise_std, prior_precision)
     if _use_extension(x):
         return torch.ops.dualmcmc.langevin_step.default(x, grad, step_size, noise_std, prior_precision, noise, generator, lo, hi)
     return _reference.langevin_step(x, grad, step_size, noise_std, prior_precision, noise, generator, lo, hi)
@@ -135,10 +148,11 @@ def langevin_step_(
     On bad input it raises before touching ``x``.
     """
     lo, hi = _clamp_bounds(clamp)
-    step_size, noise_std, prior_precision = float(step_size), float(noise_std), float(prior_precision)
+    step_size, noise_std, prior_precision = _scalars(step_size, noise_std, prior_precision)
     if _use_extension(x):
         torch.ops.dualmcmc.langevin_step_.default(x, grad, step_size, noise_std, prior_precision, noise, generator, lo, hi)
         return x
+    _reference.check_langevin_args(x, grad, step_size, noise_std, prior_precision, noise, lo, hi, inplace=True)
     out = _reference.langevin_step(x, grad, step_size, noise_std, prior_precision, noise, generator, lo, hi)
     with torch.no_grad():
         x.copy_(out)
@@ -155,9 +169,10 @@ if _HAS_EXTENSION:
         for name, t in (("grad", grad), ("noise", noise)):
             if t is None:
                 continue
-            torch._check(t.shape == x.shape, lambda: f"{op}: '{name}' shape {tuple(t.shape)} must match 'x' shape {tuple(x.shape)}")
-            torch._check(t.dtype == x.dtype, lambda: f"{op}: '{name}' dtype {t.dtype} must match 'x' dtype {x.dtype}")
-            torch._check(t.device == x.device, lambda: f"{op}: '{name}' is on {t.device} but 'x' is on {x.device}")
+            # the exception types of the C++ checks: ValueError for shapes and devices, TypeError for dtypes
+            torch._check_value(t.shape == x.shape, lambda: f"{op}: '{name}' shape {tuple(t.shape)} must match 'x' shape {tuple(x.shape)}")
+            torch._check_type(t.dtype == x.dtype, lambda: f"{op}: '{name}' dtype {t.dtype} must match 'x' dtype {x.dtype}")
+            torch._check_value(t.device == x.device, lambda: f"{op}: '{name}' is on {t.device} but 'x' is on {x.device}")
 
     @torch.library.register_fake("dualmcmc::langevin_step")
     def _langevin_step_fake(x, grad, step_size, noise_std, prior_precision=0.0, noise=None, generator=None, clamp_min=None, clamp_max=None):

@@ -30,6 +30,31 @@ def make(shape, dtype, device, seed=0):
     return [t.to(dtype=dtype, device=device) for t in (x, grad, noise)]
 
 
+# One factory of op inputs for every test of values (as pytorch/extension-cpp's sample_inputs): parity, opcheck and
+# gradcheck all see each dtype, shape and variant (prior or not, each clamp form, explicit noise or none).
+VARIANTS = [dict(prior_precision=0.0, clamp=None), dict(prior_precision=1.0 / 0.3**2, clamp=None),
+            dict(prior_precision=2.0, clamp=(-0.5, 0.25)), dict(prior_precision=0.0, clamp=(None, 0.0)),
+            dict(prior_precision=0.0, clamp=(-0.1, None))]
+
+
+def sample_inputs(device, dtypes=DTYPES, shapes=SHAPES, requires_grad=False):
+    """Yields (x, grad, step_size, noise_std, kwargs of ops.langevin_step) over dtypes x shapes x VARIANTS x noise."""
+    for dtype in dtypes:
+        for shape in shapes:
+            x, grad, noise = make(shape, dtype, device)
+            for variant in VARIANTS:
+                for explicit_noise in (True, False):
+                    inputs = [t.clone().requires_grad_(requires_grad) for t in (x, grad, noise)]
+                    kwargs = dict(variant, noise=inputs[2] if explicit_noise else None)
+                    yield inputs[0], inputs[1], 0.3, 0.2 if explicit_noise else 0.0, kwargs
+
+
+def op_args(x, grad, step_size, noise_std, kwargs):
+    """The same call as (args, kwargs) of the registered op."""
+    lo, hi = kwargs["clamp"] if kwargs["clamp"] is not None else (None, None)
+    return (x, grad, step_size, noise_std, kwargs["prior_precision"], kwargs["noise"], None), dict(clamp_min=lo, clamp_max=hi)
+
+
 def test_backend_is_extension():
     assert ops.backend() == "extension", "the compiled extension did not load; build with pip install --no-build-isolation -e ."
 
@@ -39,12 +64,14 @@ def test_backend_is_extension():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_parity_with_reference_explicit_noise(device, dtype, shape):
-    x, grad, noise = make(shape, dtype, device)
-    for p, clamp in [(0.0, None), (1.0 / 0.3**2, None), (2.0, (-0.5, 0.25)), (0.0, (None, 0.0)), (0.0, (-0.1, None))]:
-        got = ops.langevin_step(x, grad, 0.3, 0.2, prior_precision=p, noise=noise, clamp=clamp)
-        want = reference(x, grad, 0.3, 0.2, p, noise, clamp)
+    for x, grad, a, b, kwargs in sample_inputs(device, [dtype], [shape]):
+        got = ops.langevin_step(x, grad, a, b, **kwargs)
+        want = reference(x, grad, a, b, kwargs["prior_precision"], kwargs["noise"], kwargs["clamp"])
         assert got.dtype == dtype and got.shape == x.shape and got.device == x.device
         torch.testing.assert_close(got, want, rtol=TOL[dtype], atol=TOL[dtype])
+        inplace = x.clone()
+        assert ops.langevin_step_(inplace, grad, a, b, **kwargs) is inplace
+        torch.testing.assert_close(inplace, want, rtol=TOL[dtype], atol=TOL[dtype])
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -200,6 +227,16 @@ def test_gradcheck(clamp):
 
 
 @needs_extension
+def test_gradcheck_every_sample_input():
+    """Fast-mode gradcheck (random projections) over every float64 shape and variant of sample_inputs."""
+    for x, grad, a, b, kwargs in sample_inputs("cpu", [torch.float64], requires_grad=True):
+        noise = kwargs.pop("noise")
+        inputs = (x, grad) if noise is None else (x, grad, noise)
+        f = lambda x, g, n=None: ops.langevin_step(x, g, a, b, noise=n, **kwargs)
+        assert torch.autograd.gradcheck(f, inputs, fast_mode=True), (x.shape, kwargs)
+
+
+@needs_extension
 def test_backward_values():
     x = torch.randn(10, requires_grad=True)
     g = torch.randn(10, requires_grad=True)
@@ -212,15 +249,15 @@ def test_backward_values():
 @needs_extension
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
-    for dtype in (torch.float32, torch.float64):
-        x, grad, noise = make((4, 6), dtype, device)
-        for kwargs in ({}, {"clamp_min": -0.5, "clamp_max": 0.5}):
-            args = (x, grad, 0.3, 0.1, 1.0, noise, None)
-            torch.library.opcheck(torch.ops.dualmcmc.langevin_step.default, args, kwargs)
-            torch.library.opcheck(torch.ops.dualmcmc.langevin_step.default,
-                                  (x.clone().requires_grad_(), grad.clone().requires_grad_(), 0.3, 0.1, 1.0, noise, None),
-                                  kwargs)
-            torch.library.opcheck(torch.ops.dualmcmc.langevin_step_.default, (x.clone(), grad, 0.3, 0.1, 1.0, noise, None), kwargs)
+    """opcheck (schema, autograd registration, fake tensors, AOT dispatch) of both ops on every sample input."""
+    functional, inplace = torch.ops.dualmcmc.langevin_step.default, torch.ops.dualmcmc.langevin_step_.default
+    for sample in sample_inputs(device):
+        args, kwargs = op_args(*sample)
+        torch.library.opcheck(functional, args, kwargs)
+        torch.library.opcheck(inplace, (args[0].clone(),) + args[1:], kwargs)
+    for sample in sample_inputs(device, requires_grad=True):  # the autograd formula too
+        args, kwargs = op_args(*sample)
+        torch.library.opcheck(functional, args, kwargs)
 
 
 @needs_extension
@@ -270,29 +307,87 @@ BAD_CALLS = [
     ("clamp", lambda x: dict(clamp=(1.0, -1.0))),
     ("clamp", lambda x: dict(clamp=(float("nan"), 1.0))),
     ("clamp", lambda x: dict(clamp=3.0)),
+    ("clamp", lambda x: dict(clamp=("a", "b"))),
+    ("clamp", lambda x: dict(clamp="ab")),
+    ("clamp", lambda x: dict(clamp=(0.0, 1.0, 2.0))),
+    ("step_size", lambda x: dict(step_size=None)),
+    ("step_size", lambda x: dict(step_size="0.1")),
+    ("noise_std", lambda x: dict(noise_std=True)),
+    ("prior_precision", lambda x: dict(prior_precision=[1.0])),
 ]
+# Only the in-place form refuses these (the functional form reads them and writes a new tensor).
+BAD_INPLACE_CALLS = [
+    ("'x' must not have overlapping memory", lambda: dict(x=torch.zeros(1, 3).expand(4, 3))),
+    ("'x' requires grad", lambda: dict(x=torch.randn(4, 3, requires_grad=True))),
+    ("'grad' partially overlaps 'x'", lambda: _shifted_slices("grad")),
+    ("'noise' partially overlaps 'x'", lambda: _shifted_slices("noise")),
+]
+BACKENDS = ["extension", "reference"]
+
+
+def _shifted_slices(name):
+    base = torch.arange(20.0)
+    return {"x": base[1:13].view(4, 3), name: base[0:12].view(4, 3)}
+
+
+def _call(backend, form, monkeypatch, kwargs):
+    """ops.langevin_step(_) with kwargs on one backend; the reference is forced as the fallback would pick it."""
+    if backend == "reference":
+        monkeypatch.setattr(ops, "_use_extension", lambda x: False)
+    elif ops.backend() != "extension":
+        pytest.skip("compiled extension not built")
+    fn = ops.langevin_step if form == "functional" else ops.langevin_step_
+    call = dict(kwargs)
+    positional = [call.pop(k) for k in ("x", "grad", "step_size", "noise_std")]
+    return fn(*positional, **call)
 
 
 @pytest.mark.parametrize("argname,bad", BAD_CALLS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(BAD_CALLS)])
 @pytest.mark.parametrize("form", ["functional", "inplace"])
-def test_bad_input_raises_naming_argument_and_leaves_x(argname, bad, form):
+def test_bad_input_raises_naming_argument_and_leaves_x(argname, bad, form, monkeypatch):
+    """One table, both backends: the same exception type, a message naming the argument, x untouched."""
+    raised = {}
+    for backend in BACKENDS:
+        x = torch.randn(4, 3)
+        kwargs = dict(x=x, grad=torch.zeros(4, 3), step_size=0.1, noise_std=0.1)
+        kwargs.update(bad(x))
+        before = kwargs["x"].clone()
+        with monkeypatch.context() as patch, pytest.raises((ValueError, TypeError, RuntimeError)) as err:
+            _call(backend, form, patch, kwargs)
+        assert argname in str(err.value), (backend, str(err.value))
+        assert torch.equal(kwargs["x"], before), backend
+        raised[backend] = type(err.value)
+    assert raised["extension"] is raised["reference"], raised
+
+
+@pytest.mark.parametrize("message,bad", BAD_INPLACE_CALLS, ids=[m.split("'")[1] + str(i) for i, (m, _) in
+                                                                enumerate(BAD_INPLACE_CALLS)])
+def test_bad_inplace_input_is_refused_alike_by_both_backends(message, bad, monkeypatch):
+    raised = {}
+    for backend in BACKENDS:
+        kwargs = dict(grad=torch.zeros(4, 3), noise=torch.randn(4, 3), step_size=0.1, noise_std=0.1)
+        kwargs.update(bad())
+        before = kwargs["x"].detach().clone()
+        with monkeypatch.context() as patch, pytest.raises((ValueError, RuntimeError), match=message) as err:
+            _call(backend, "inplace", patch, kwargs)
+        assert torch.equal(kwargs["x"].detach(), before), backend
+        raised[backend] = type(err.value)
+    assert raised["extension"] is raised["reference"], raised
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inplace_accepts_x_itself_and_disjoint_slices_of_one_tensor(backend, monkeypatch):
+    """Full overlap (grad is x) and slices that do not meet are fine; only a partial overlap is refused."""
     x = torch.randn(4, 3)
-    kwargs = dict(x=x, grad=torch.zeros(4, 3), step_size=0.1, noise_std=0.1)
-    kwargs.update(bad(x))
-    before = kwargs["x"].clone()
-    fn = ops.langevin_step if form == "functional" else ops.langevin_step_
-    call = dict(kwargs)
-    positional = [call.pop(k) for k in ("x", "grad", "step_size", "noise_std")]
-    with pytest.raises((ValueError, TypeError, RuntimeError)) as err:
-        fn(*positional, **call)
-    assert argname in str(err.value)
-    assert torch.equal(kwargs["x"], before)
-
-
-def test_inplace_rejects_x_that_requires_grad():
-    x = torch.randn(3, requires_grad=True)
-    with pytest.raises(RuntimeError, match="'x' requires grad"):
-        ops.langevin_step_(x, torch.zeros(3), 0.1, 0.1)
+    want = reference(x, x, 0.5, 0.0)
+    got = x.clone()
+    _call(backend, "inplace", monkeypatch, dict(x=got, grad=got, step_size=0.5, noise_std=0.0))
+    torch.testing.assert_close(got, want)
+    base = torch.randn(24)
+    first, second = base[:12], base[12:]
+    want = reference(first, second, 0.5, 0.0)
+    _call(backend, "inplace", monkeypatch, dict(x=first, grad=second, step_size=0.5, noise_std=0.0))
+    torch.testing.assert_close(first, want)
 
 
 def test_reference_fallback_in_subprocess():
