@@ -1,13 +1,13 @@
 """Command line: ``dualmcmc train | sample | evaluate`` (also ``python -m dualmcmc ...``).
 
     dualmcmc train configs/toy2d.yaml --set iterations=500 --set model.x_steps=20
-    dualmcmc sample runs/toy2d -n 5000 --out samples.npy
+    dualmcmc sample runs/toy2d -n 5000                  # runs/toy2d/samples.npy (and .png)
     dualmcmc evaluate runs/toy2d
     torchrun --nproc_per_node=2 -m dualmcmc train configs/digits_dual_mcmc.yaml   # data-parallel (batch_size global)
 
 Each command is a thin layer over the Python API (dualmcmc.train, dualmcmc.load_run, dualmcmc.run.evaluate_run),
-so the two agree. Errors the user has to fix (config keys, data files, run directories) print one line and exit 2;
-a diverged run exits 3.
+so the two agree. Errors the user has to fix (config keys, data files, damaged checkpoints, a run directory that is
+busy or not writable) print one line that names the key or path and the fix, and exit 2; a diverged run exits 3.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("run", help="run directory (holds checkpoint.pt)")
     sample.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
     sample.add_argument("--out", help="where to write the samples (.npy; default RUN/samples.npy; 2-D data and images "
-                                      "also get a .png)")
+                                      "also get a .png beside it)")
     sample.add_argument("--seed", type=int, default=0, help="seed of the sampler's random numbers (default 0)")
     sample.add_argument("--generator-only", action="store_true", help="generator samples without the EBM's Langevin")
     sample.add_argument("--device", help="device to sample on (default: the run's, when available)")
@@ -66,12 +66,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except TrainingDiverged as err:
         print(f"dualmcmc {args.command}: {err}", file=sys.stderr)
         return 3
+    except OSError as err:  # a file the command could not write or read (disk full, permissions): one line
+        if err.filename is None:
+            raise
+        print(f"dualmcmc {args.command}: error: {_os_error(err, args.command)}", file=sys.stderr)
+        return 2
+
+
+def _os_error(err: OSError, command: str) -> str:
+    """'cannot write PATH (reason); what to do' for an OSError that names its file."""
+    import errno
+
+    fix = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
+           errno.EACCES: "make it writable", errno.EPERM: "make it writable",
+           errno.EROFS: "use a writable file system"}.get(err.errno, "check the path")
+    again = "; then run the same command again (training resumes from its last checkpoint)" if command == "train" else ""
+    return f"cannot use {err.filename} ({err.strerror}); {fix}{again}"
 
 
 def _train(args) -> int:
     from .train import train
 
-    run_dir = train(args.config, args.overrides, fresh=args.fresh)
+    run_dir = train(args.config, args.overrides, fresh=args.fresh, interface="cli")
     if os.environ.get("RANK", "0") == "0":  # torchrun: one line, from rank 0
         print(run_dir)
     return 0
@@ -81,14 +97,16 @@ def _sample(args) -> int:
     import numpy as np
     import torch
 
-    from .run import load_run
+    from .run import CLI, load_run
 
     if args.n < 1:
         raise _config_error(f"-n must be >= 1, got {args.n}")
     out = Path(args.out) if args.out else Path(args.run) / "samples.npy"
     if out.suffix != ".npy":
         raise _config_error(f"--out must end in .npy, got {str(out)!r}")
-    method = load_run(args.run, args.device)
+    if out.is_dir():
+        raise _config_error(f"--out {str(out)!r} is a directory; give a file name ending in .npy")
+    method = load_run(args.run, args.device, flags=CLI)
     generator = torch.Generator(device=method.device).manual_seed(args.seed)
     if args.generator_only:
         samples = method.generator_sample(args.n, generator=generator)
@@ -96,11 +114,14 @@ def _sample(args) -> int:
             raise _config_error(f"--generator-only: method {method.name!r} has no generator")
     else:
         samples = method.sample(args.n, generator=generator)
-    out.parent.mkdir(parents=True, exist_ok=True)
     array = samples.detach().cpu().float().numpy()
     from .checkpoint import atomic_write_bytes
 
-    atomic_write_bytes(out, lambda handle: np.save(handle, array))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out, lambda handle: np.save(handle, array))
+    except OSError as err:
+        raise _config_error(f"cannot write {out} ({err.strerror}); pass --out PATH.npy in a writable directory") from None
     print(f"{out} {array.shape}")
     try:  # a picture beside the array: a scatter plot for 2-D points, a grid for images
         from . import plotting
@@ -112,14 +133,22 @@ def _sample(args) -> int:
             print(plotting.plot_image_grid(out.with_suffix(".png"), array, title=title))
     except ImportError:  # matplotlib is optional
         pass
+    except OSError as err:  # the samples are written; only their picture could not be
+        print(f"dualmcmc sample: warning: no picture: cannot write {out.with_suffix('.png')} ({err.strerror})",
+              file=sys.stderr)
     return 0
 
 
 def _evaluate(args) -> int:
-    from .run import evaluate_run
+    from .run import CLI, EVAL_NAME, score_run, write_scores
 
-    scores = evaluate_run(args.run, args.n_samples, args.resolution, args.device)
-    print(json.dumps(scores, indent=2))
+    scores = score_run(args.run, args.n_samples, args.resolution, args.device, flags=CLI)
+    print(json.dumps(scores, indent=2))  # first: a directory that cannot take eval.json does not lose them
+    try:
+        write_scores(args.run, scores)
+    except OSError as err:
+        raise _config_error(f"cannot write {Path(args.run) / EVAL_NAME} ({err.strerror}); the scores are printed "
+                            f"above; make {args.run} writable to keep them there") from None
     return 0
 
 

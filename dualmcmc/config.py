@@ -52,8 +52,9 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
     batch_size: int = 256  # the global batch: under torchrun each of N processes trains on batch_size / N rows
     n_data: int = 50_000  # size of the data set drawn from a toy density (ignored for files)
-    # CPU threads torch uses while training (torch.set_num_threads; put back afterwards). 1 is fastest for the small
-    # 2-D and 8x8 networks on a shared 2-core machine (README: Threads); 0 keeps torch's default (one per core).
+    # CPU threads torch uses while training (torch.set_num_threads; put back afterwards). 1: the small 2-D and 8x8
+    # networks lose 1.3-1.6x on an idle 2-core machine but gain 3x beside one busy process (RESULTS.md,
+    # bench_threads); 0 keeps torch's default (one per core).
     threads: int = 1
     model: dict = field(default_factory=dict)  # the method's hyper-parameters (its Config fields)
     log: LogConfig = field(default_factory=LogConfig)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -25,19 +26,81 @@ PICTURE_RESOLUTION = 200
 PICTURE_IMAGES = 100  # images per grid (10 x 10)
 
 
+@dataclass(frozen=True)
+class Flags:
+    """How an error names the options of the interface the user called: the command line's flags or the Python
+    API's arguments."""
+
+    fresh: str
+    out: str
+    iterations: str
+    train: str  # how to train into a run directory again
+
+
+PYTHON = Flags(fresh="fresh=True", out="`out` in the config, or the override 'out=DIR'",
+               iterations="a larger `iterations` (the override 'iterations=N')",
+               train="dualmcmc.train(CONFIG, ['out={run}'])")
+CLI = Flags(fresh="--fresh", out="--set out=DIR", iterations="--set iterations=N",
+            train="dualmcmc train CONFIG --set out={run}")
+
+
 def save_config(run_dir: Path, cfg: TrainConfig) -> None:
     import yaml
 
     ckpt.atomic_write_text(Path(run_dir) / CONFIG_NAME, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-def checkpoint_file(run_dir: "str | Path") -> Path:
+def checkpoint_file(run_dir: "str | Path", flags: Flags = PYTHON) -> Path:
     """RUN/checkpoint.pt, or a FileNotFoundError that says how to make one."""
     path = Path(run_dir) / ckpt.CHECKPOINT_NAME
     if not path.exists():
         raise FileNotFoundError(f"{str(run_dir)!r} is not a dualmcmc run directory: no {ckpt.CHECKPOINT_NAME} in it "
-                                f"(train one with `dualmcmc train CONFIG --set out={run_dir}`)")
+                                f"(train one with `{flags.train.format(run=run_dir)}`)")
     return path
+
+
+def load_run_state(run_dir: "str | Path", flags: Flags = PYTHON) -> dict:
+    """The payload of RUN/checkpoint.pt for sample / evaluate / load_run. A damaged one is a CheckpointError that
+    says what to do: resume from RUN/checkpoint.prev.pt when that one is intact, else start over."""
+    path = checkpoint_file(run_dir, flags)
+    try:
+        state = ckpt.load_checkpoint(path)
+    except ckpt.CheckpointError as err:
+        previous = Path(run_dir) / ckpt.PREVIOUS_NAME
+        kept = ckpt.checkpoint_iteration(previous) if previous.exists() else None
+        if kept is not None:
+            advice = (f"the previous checkpoint {previous} (iteration {kept}) is intact: training into the run again "
+                      f"(`{flags.train.format(run=run_dir)}`) resumes from it, or copy it over {path.name} to use it")
+        else:
+            advice = f"no intact earlier checkpoint is kept: train the run again from the start ({flags.fresh})"
+        raise ckpt.CheckpointError(path, f"{err.problem}; {advice}") from None
+    saved_method = _config_yaml_method(Path(run_dir))
+    if saved_method is not None and saved_method != state["config"].get("method"):
+        raise ckpt.CheckpointError(path, f"holds a {state['config'].get('method')!r} run, but the run directory's "
+                                         f"{CONFIG_NAME} says {saved_method!r}: the checkpoint comes from another run; "
+                                         f"put that run's checkpoint back, or train this one again ({flags.fresh})")
+    return state
+
+
+def _config_yaml_method(run_dir: Path) -> Optional[str]:
+    """The method RUN/config.yaml names, or None when it is missing or unreadable (it is only a copy)."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((run_dir / CONFIG_NAME).read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return saved.get("method") if isinstance(saved, dict) and isinstance(saved.get("method"), str) else None
+
+
+def restore_method_state(method: Method, state: dict, path: Path, **kwargs) -> None:
+    """ckpt.load_method_state, with a CheckpointError naming the file when the saved state does not fit."""
+    try:
+        ckpt.load_method_state(method, state["method"], **kwargs)
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
+        raise ckpt.CheckpointError(path, f"holds a state that does not fit method {method.name!r} "
+                                         f"({type(err).__name__}: {ckpt._first_line(err)}); it is not this run's "
+                                         f"checkpoint, or it is damaged") from None
 
 
 def resolve_device(name: "str | torch.device") -> torch.device:
@@ -57,17 +120,17 @@ def resolve_device(name: "str | torch.device") -> torch.device:
 
 def run_config(run_dir: "str | Path") -> TrainConfig:
     """The resolved config a run was trained with (from its checkpoint)."""
-    return load_config(ckpt.load_checkpoint(checkpoint_file(run_dir))["config"])
+    return load_config(load_run_state(run_dir)["config"])
 
 
-def load_run(run_dir: "str | Path", device: "str | torch.device | None" = None) -> Method:
+def load_run(run_dir: "str | Path", device: "str | torch.device | None" = None, *, flags: Flags = PYTHON) -> Method:
     """The trained method of a run directory, with its parameters from the latest checkpoint.
 
     It has ``.ebm``, ``.generator``, ``.encoder``, ``log_prob_unnormalized(x)``, ``sample(n)``, ``reconstruct(x)``
     and ``.run_config`` (the resolved TrainConfig). The modules stay in training mode, as the reference codes
     sample (batch statistics in BatchNorm, spectral-norm power iterations running).
     """
-    state = ckpt.load_checkpoint(checkpoint_file(run_dir))
+    state = load_run_state(run_dir, flags)
     cfg = load_config(state["config"])
     if device is None:  # the run's device when this machine has it, else the CPU
         device = "cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu"
@@ -76,7 +139,8 @@ def load_run(run_dir: "str | Path", device: "str | torch.device | None" = None) 
     if model.get("cuda_graph") and device.type != "cuda":
         model["cuda_graph"] = False  # a speed option only: the same chains run eagerly where there is no GPU
     method = build_method(cfg.method, model, tuple(state["data_shape"]))
-    ckpt.load_method_state(method, state["method"], training_state=False)
+    restore_method_state(method, state, Path(run_dir) / ckpt.CHECKPOINT_NAME, training_state=False)
+    method.use_averaged_weights()  # model.ema: a loaded run samples and scores with the averaged weights
     method = method.to(device)
     method.run_config = cfg
     method.run_iteration = int(state["iteration"])
@@ -157,7 +221,10 @@ def evaluate_method(method: Method, cfg: TrainConfig, n_samples: Optional[int] =
     if method.data_shape == (2,):
         return evaluate_2d(method.log_prob_unnormalized, method.sample, cfg.data, n_samples=n, seed=cfg.seed,
                            bounds=PLOT_BOUNDS, resolution=resolution or cfg.eval.resolution, device=method.device)
-    data = load_dataset(cfg.data, n_samples=n, seed=cfg.seed + 1)
+    try:
+        data = load_dataset(cfg.data, n_samples=n, seed=cfg.seed + 1)
+    except (OSError, ValueError, ImportError) as err:
+        raise ConfigError(f"data: {err}") from None
     reference = data[torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))[:n]].flatten(1)
     generator = torch.Generator(device=method.device).manual_seed(cfg.seed)
     scores = {"mmd": mmd(method.sample(len(reference), generator=generator).detach().cpu().flatten(1), reference)}
@@ -168,14 +235,43 @@ def evaluate_method(method: Method, cfg: TrainConfig, n_samples: Optional[int] =
 
 
 def evaluate_run(run_dir: "str | Path", n_samples: Optional[int] = None, resolution: Optional[int] = None,
-                 device=None) -> dict[str, float]:
-    """Evaluate a run's latest checkpoint and write RUN/eval.json."""
-    method = load_run(run_dir, device)
+                 device=None, *, flags: Flags = PYTHON) -> dict[str, float]:
+    """Evaluate a run's latest checkpoint and write RUN/eval.json. When eval.json cannot be written, the scores are
+    still returned (and a warning names the file): a long evaluation is never lost to a read-only directory."""
+    scores = score_run(run_dir, n_samples, resolution, device, flags=flags)
+    try:
+        write_scores(run_dir, scores)
+    except OSError as err:
+        import warnings
+
+        warnings.warn(f"could not write {Path(run_dir) / EVAL_NAME} ({err.strerror}); the scores are only returned",
+                      stacklevel=2)
+    return scores
+
+
+def score_run(run_dir: "str | Path", n_samples: Optional[int] = None, resolution: Optional[int] = None,
+              device=None, *, flags: Flags = PYTHON) -> dict[str, float]:
+    """The scores of a run's latest checkpoint (what evaluate_run writes to eval.json), without writing them."""
+    method = load_run(run_dir, device, flags=flags)
     scores = evaluate_method(method, method.run_config, n_samples, resolution)
-    out = {"iteration": method.run_iteration, "n_samples": n_samples or method.run_config.eval.n_samples,
-           "resolution": resolution or method.run_config.eval.resolution, **scores}
-    ckpt.atomic_write_text(Path(run_dir) / EVAL_NAME, json.dumps(out, indent=2) + "\n")
-    return out
+    return {"iteration": method.run_iteration, "n_samples": n_samples or method.run_config.eval.n_samples,
+            "resolution": resolution or method.run_config.eval.resolution, **scores}
 
 
-__all__ = ["load_run", "run_config", "evaluate_run", "evaluate_method", "render_pictures", "ConfigError"]
+def write_scores(run_dir: "str | Path", scores: dict) -> Path:
+    """RUN/eval.json (atomically); OSError naming the file when the directory is not writable."""
+    path = Path(run_dir) / EVAL_NAME
+    ckpt.atomic_write_text(path, json.dumps(scores, indent=2) + "\n")
+    return path
+
+
+def read_scores(run_dir: "str | Path") -> Optional[dict]:
+    """RUN/eval.json, or None when it is missing or unreadable."""
+    try:
+        scores = json.loads((Path(run_dir) / EVAL_NAME).read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return scores if isinstance(scores, dict) else None
+
+
+__all__ = ["load_run", "run_config", "evaluate_run", "score_run", "evaluate_method", "render_pictures", "ConfigError"]

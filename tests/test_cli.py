@@ -84,10 +84,10 @@ def test_evaluate_prints_and_writes_scores(trained_run, capsys):
     (["train", "configs/toy2d.yaml", "--set", "iterations=many"], r"iterations: expected int"),
     (["train", "configs/toy2d.yaml", "--set", "iterations"], r"must look like key=value"),
     (["train", "no/such.yaml"], r"config file 'no/such.yaml' does not exist"),
-    (["train", "configs/toy2d.yaml", "--set", "model.z_likelihood=bogus"], r"model: z_likelihood must be one of"),
+    (["train", "configs/toy2d.yaml", "--set", "model.z_likelihood=bogus"], r"model.z_likelihood must be one of"),
     (["train", "configs/toy2d.yaml", "--set", "model.cuda_graph=true", "--set", "device=cpu"],
      r"model: cuda_graph: true needs a CUDA device.*cuda_graph: false"),
-    (["train", "configs/toy2d.yaml", "--set", "model.autocast=bf32"], r"model: autocast must be one of"),
+    (["train", "configs/toy2d.yaml", "--set", "model.autocast=bf32"], r"model.autocast must be one of"),
     (["sample", "no/such/run"], r"not a dualmcmc run directory"),
     (["evaluate", "no/such/run"], r"not a dualmcmc run directory"),
 ])

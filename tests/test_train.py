@@ -141,7 +141,7 @@ def test_training_a_finished_run_further_continues_it(tmp_path):
 
 def test_resume_refuses_a_run_with_another_model(tmp_path):
     train(small_config(tmp_path, iterations=3))
-    with pytest.raises(ConfigError, match=r"different model.x_steps: 3 -> 4; .*--fresh"):
+    with pytest.raises(ConfigError, match=r"different model.x_steps: 3 -> 4; .*fresh=True"):  # the CLI: --fresh
         train(small_config(tmp_path, model={**SMALL_MODEL, "x_steps": 4}))
     # the speed options change no result: a run may go on with other ones (a GPU run on a CPU, say)
     train(small_config(tmp_path, iterations=4, model={**SMALL_MODEL, "autocast": "bf16"}))
@@ -243,8 +243,8 @@ def test_user_array_with_more_dimensions(tmp_path):
     ({"data": "missing/file.npy"}, r"does not exist"),
     ({"device": "cuda:7"}, r"device"),
     ({"batch_size": 10_000}, r"batch_size 10000 is larger than the data set"),
-    ({"model": {**SMALL_MODEL, "z_likelihood": "bogus"}}, r"model: z_likelihood must be one of"),
-    ({"model": {**SMALL_MODEL, "x_ref_sigma": -1.0}}, r"model: x_ref_sigma must be > 0"),
+    ({"model": {**SMALL_MODEL, "z_likelihood": "bogus"}}, r"model.z_likelihood must be one of"),
+    ({"model": {**SMALL_MODEL, "x_ref_sigma": -1.0}}, r"model.x_ref_sigma must be > 0"),
 ])
 def test_bad_runs_fail_before_writing_anything(tmp_path, changes, message):
     if str(changes.get("device", "")).startswith("cuda") and torch.cuda.is_available():

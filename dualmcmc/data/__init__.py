@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .digits import DIGITS_N_TEST, load_digits, load_digits_labels
 from .images import is_image_shape, to_model_range
-from .load import dataset_shape, load_dataset
+from .load import dataset_shape, load_dataset, resolved_spec
 from .toy2d import (
     ANALYTIC_TOYS,
     NUMERICAL_TOYS,
@@ -29,6 +29,7 @@ __all__ = [
     "load_dataset",
     "load_digits",
     "load_digits_labels",
+    "resolved_spec",
     "sample_toy",
     "toy_log_density",
     "toy_modes",

@@ -26,27 +26,41 @@ def load_array(path: Path) -> Tensor:
 
 
 def _read_array(path: Path) -> np.ndarray:
-    """The array stored in a .npy file, or the data array of a .npz file."""
+    """The array stored in a .npy file, or the data array of a .npz file; ValueError naming the file when it cannot
+    be read (unreadable, empty, truncated, not a numpy file, pickled objects)."""
     try:
         loaded = np.load(path, allow_pickle=False)
-    except ValueError as err:  # object arrays need pickle, which we refuse to run from a data file
-        raise ValueError(
-            f"cannot read {str(path)!r} without pickle ({err}); save a plain numeric array, e.g. "
-            f"numpy.save(path, x.astype('float32'))"
-        ) from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        return loaded
-    with loaded:
-        keys = list(loaded.files)
-        if len(keys) == 1:
-            return loaded[keys[0]]
-        for key in NPZ_PREFERRED_KEYS:
-            if key in keys:
-                return loaded[key]
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            return loaded
+        with loaded:
+            keys = list(loaded.files)
+            if len(keys) == 1:
+                return loaded[keys[0]]
+            for key in NPZ_PREFERRED_KEYS:
+                if key in keys:
+                    return loaded[key]
+    except PermissionError:
+        raise ValueError(f"cannot read data file {str(path)!r}: permission denied; make it readable "
+                         f"(chmod u+r) or point `data` at a copy you can read") from None
+    except ValueError as err:
+        if "pickle" in str(err):  # object arrays need pickle, which we refuse to run from a data file
+            raise ValueError(
+                f"cannot read {str(path)!r} without pickle (it holds Python objects, or it is not a numpy file); "
+                f"save a plain numeric array, e.g. numpy.save(path, x.astype('float32'))"
+            ) from None
+        raise _damaged(path, err) from None
+    except Exception as err:  # EOFError, zipfile.BadZipFile, OSError, zlib.error ...: a truncated or foreign file
+        raise _damaged(path, err) from None
     raise ValueError(
         f"cannot choose the data array in {str(path)!r}: it holds keys {keys}; store a single array or "
         f"name the data 'x' or 'data' (numpy.savez(path, x=data))"
     )
+
+
+def _damaged(path: Path, err: Exception) -> ValueError:
+    detail = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+    return ValueError(f"cannot read data file {str(path)!r}: it is empty, truncated or not a numpy file ({detail}); "
+                      f"write it again (numpy.save / numpy.savez) or point `data` at an intact copy")
 
 
 def _validated_tensor(array: np.ndarray, path: Path) -> Tensor:

@@ -1,6 +1,7 @@
 """A folder of image files (searched recursively, so an ImageFolder-style class tree works) as uint8 images."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,14 @@ def load_image_folder(folder: str | Path) -> Tensor:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {str(folder)!r} does not exist")
-    files = image_files(folder)
+    try:
+        files = image_files(folder)
+    except PermissionError as err:
+        raise ValueError(f"cannot read image folder {str(err.filename or folder)!r}: permission denied; make it "
+                         f"readable (chmod -R u+rX)") from None
+    if not os.access(folder, os.R_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        raise ValueError(f"cannot read image folder {str(folder)!r}: permission denied; make it readable "
+                         f"(chmod -R u+rX)")
     if not files:
         raise ValueError(
             f"image folder {str(folder)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)}); "
@@ -55,7 +63,10 @@ def load_image_folder(folder: str | Path) -> Tensor:
     out = np.empty((len(files), channels, height, width), dtype=np.uint8)
     for i, path in enumerate(files):
         with _open(Image, path) as img:
-            pixels = np.asarray(img.convert(target_mode), dtype=np.uint8)
+            try:  # the pixels are decoded here: a truncated or damaged file fails now, not when opened
+                pixels = np.asarray(img.convert(target_mode), dtype=np.uint8)
+            except Exception as err:
+                raise _unreadable(path, err) from None
         out[i] = pixels[None] if grey else pixels.transpose(2, 0, 1)
     return torch.from_numpy(out)
 
@@ -65,4 +76,11 @@ def _open(image_module, path: Path):
     try:
         return image_module.open(path)
     except Exception as err:  # PIL raises several types (UnidentifiedImageError, OSError, ...)
-        raise ValueError(f"cannot read image {str(path)!r}: {err}; remove or replace the file") from None
+        raise _unreadable(path, err) from None
+
+
+def _unreadable(path: Path, err: Exception) -> ValueError:
+    if isinstance(err, PermissionError):
+        return ValueError(f"cannot read image {str(path)!r}: permission denied; make it readable (chmod u+r) or "
+                          f"remove it")
+    return ValueError(f"cannot read image {str(path)!r}: {err}; remove or replace the file")

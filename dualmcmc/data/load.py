@@ -76,6 +76,17 @@ def load_dataset(spec: str | os.PathLike, n_samples: int = 50_000, seed: int = 0
     return load_array(path)
 
 
+def resolved_spec(spec: str) -> str:
+    """``spec`` with its file system path made absolute (a file, a folder, the ROOT of ``cifar10:ROOT``), so that a
+    run's stored config finds its data from any working directory; names (toys, digits) stay as they are."""
+    if is_toy(spec) or spec in DIGITS_NAMES or spec.startswith("digits:"):
+        return spec
+    name, sep, root = spec.partition(":")
+    if sep and name in TORCHVISION_SETS:
+        return f"{name}:{os.path.abspath(os.path.expanduser(root))}" if root else spec
+    return os.path.abspath(os.path.expanduser(spec))
+
+
 def dataset_shape(spec: str | os.PathLike) -> tuple[int, ...]:
     """The shape of one data point of ``spec`` ((2,), (D,) or (C, H, W)), cheap for the named sets.
 

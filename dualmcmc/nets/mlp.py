@@ -1,7 +1,6 @@
 """Multi-layer perceptrons for vector data (2-D toys, user arrays): energy, generator, Gaussian encoder."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 ACTIVATIONS = {
