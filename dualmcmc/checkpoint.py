@@ -199,8 +199,12 @@ def _size(path: Path) -> Optional[int]:
 
 
 def _first_line(err: BaseException) -> str:
+    """The first sentence of an error's first line (torch's loaders append paragraphs of advice)."""
     text = str(err).strip().splitlines()
-    return text[0][:160] if text else "no details"
+    if not text:
+        return "no details"
+    sentence = text[0].split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= 160 else sentence[:157] + "..."
 
 
 def checkpoint_iteration(path: "str | Path") -> Optional[int]:
