@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from dualmcmc.methods import METHODS, DualMCMC, build_method
+from dualmcmc.validation import ConfigError
 
 warnings.filterwarnings("ignore", message="dualmcmc.ops", category=RuntimeWarning)
 
@@ -130,6 +131,29 @@ def test_short_run_persistent_chains_survive_extra_state():
     other = build_method("short_run", {**TINY["short_run"], "persistent": True, "buffer_size": 32}, (2,))
     other.load_extra_state(state)
     assert torch.equal(other.chains.states, method.chains.states)
+
+
+def test_dual_mcmc_replay_continues_buffered_chains_and_stores_every_end_state(monkeypatch):
+    torch.manual_seed(0)
+    config = {**TINY["dual_mcmc"], "replay_fraction": 0.25, "buffer_size": 8}
+    method = build_method("dual_mcmc", config, (2,))
+    starts = []
+    real_run_chain = method.run_chain
+    monkeypatch.setattr(method, "run_chain", lambda potential, x0, spec, **kw: (starts.append(x0.clone()),
+                                                                              real_run_chain(potential, x0, spec, **kw))[1])
+    method.train_step(tiny_data(n=16))
+    buffer = method.chains.states.clone()
+    method.train_step(tiny_data(n=16))
+    negatives_start = starts[-1]  # the E-step chain of the second iteration
+    # its last 4 of 16 starts (a quarter) are buffered end states; the first 12 are fresh generator samples
+    assert all(any(torch.equal(row, b) for b in buffer) for row in negatives_start[12:])
+    assert not any(torch.equal(row, b) for row in negatives_start[:12] for b in buffer)
+    assert method.chains.states.shape == (8, 2) and not torch.equal(method.chains.states, buffer)
+    other = build_method("dual_mcmc", config, (2,))
+    other.load_extra_state(method.extra_state())  # resumes with the buffer
+    assert torch.equal(other.chains.states, method.chains.states)
+    with pytest.raises(ConfigError, match=r"replay_fraction must be in \[0, 1\], got 1.5"):
+        build_method("dual_mcmc", {"replay_fraction": 1.5}, (2,))
 
 
 def test_dual_mcmc_updates_in_the_order_generator_encoder_ebm():

@@ -10,6 +10,7 @@ One iteration, in the order of the reference code (docs/methods.md §2.2), G -> 
     I:  errI = g_factor * mean NLL(z_t | I(x))   +  i_factor * mean NLL(z0 | I(x_t))
     E:  errE = mean E(x) - mean E(LangevinX_E(G_new(z0)))    (a fresh chain from the UPDATED G, same z0)
         loss_E = errE / T  (use_temp),  T = (x_noise_std / x_step_size)**2
+        (replay_fraction f > 0: a share f of that chain's starts are earlier end states from a replay buffer)
 """
 from __future__ import annotations
 
@@ -95,6 +96,10 @@ class DualMCMCConfig(EncoderNetSettings, GeneratorNetSettings, EnergyNetSettings
     fine_tune: bool = True
     energy_l2: float = setting(0.0, check="non_negative")  # 0: the reference; else + energy_l2 * mean(E(data)^2 +
                                                            #   E(samples)^2) in the EBM loss
+    # 0: the reference (every E-step negative starts at G_new(z0)); else this share of them continues earlier EBM
+    # chains from a replay buffer (as JEM / IGEBM do), so chains run for many iterations and can cross between modes
+    replay_fraction: float = setting(0.0, check="fraction")
+    buffer_size: int = setting(10_000, check="count")
 
 
 class DualMCMC(Method):
@@ -115,6 +120,8 @@ class DualMCMC(Method):
         # the generator posterior's potential ||G(z) - x||^2 / sigma^2 (reference form): the latent chain's target
         self.posterior = samplers.reconstruction_potential(self.chain_net(self.generator), c.sigma, c.z_likelihood,
                                                            modules=(self.generator,))
+        if c.replay_fraction > 0:  # end states of the E-step chains, continued by later ones
+            self.chains = samplers.PersistentChains(c.buffer_size, reinit_fraction=0.0)
         self.average_weights()  # an EMA of the nets for sampling and evaluation, when config.ema is set
 
     # -- one iteration --------------------------------------------------------------------------------------
@@ -153,8 +160,8 @@ class DualMCMC(Method):
         energy_data = E(x)
         with torch.no_grad():
             x_neg = G(z0)
-        if c.fine_tune:  # the reference's second chain; no diagnostics (they would cost a forward pass on E)
-            x_neg, _ = self.run_chain(self.energy_potential(), x_neg, x_chain.replace(diagnostics=False))
+        if c.fine_tune or self.chains is not None:  # the reference's second chain; no diagnostics (a pass on E)
+            x_neg = self.negatives_chain(x_neg, x_chain.replace(diagnostics=False))
         out = self.update_ebm(energy_data, E(x_neg), use_temp=c.use_temp, energy_l2=c.energy_l2)
 
         out.update({
@@ -168,6 +175,22 @@ class DualMCMC(Method):
         out.update(diag_x.summary("x_chain/"))
         out.update(diag_z.summary("z_chain/"))
         return out
+
+    def negatives_chain(self, x_new: Tensor, spec) -> Tensor:
+        """The E step's chain from G_new(z0); with replay_fraction f, a share f of the starts are instead earlier
+        end states from the buffer, and every end state goes back into it (fresh ones into random slots)."""
+        if self.chains is None:
+            return self.run_chain(self.energy_potential(), x_new, spec)[0]
+        n_old = int(round(self.config.replay_fraction * len(x_new)))
+        x_old, old_slots = self.chains.draw(n_old, self._buffer_fill)
+        x, _ = self.run_chain(self.energy_potential(), torch.cat([x_new[n_old:], x_old.to(x_new)]), spec)
+        new_slots = torch.randint(self.chains.capacity, (len(x_new) - n_old,))
+        self.chains.store(torch.cat([new_slots, old_slots]), x)
+        return x
+
+    @torch.no_grad()
+    def _buffer_fill(self, k: int) -> Tensor:
+        return self.generator_sample(k)
 
     # -- evaluation -----------------------------------------------------------------------------------------
     # log_prob_unnormalized (the base class's): -U(x)/T, U = E (+ the Gaussian reference when x_ref_sigma is set),
