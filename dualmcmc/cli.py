@@ -1,8 +1,9 @@
-"""Command line: ``dualmcmc train | sample | evaluate`` (also ``python -m dualmcmc ...``).
+"""Command line: ``dualmcmc train | sample | evaluate | loglik`` (also ``python -m dualmcmc ...``).
 
     dualmcmc train configs/toy2d.yaml --set iterations=500 --set model.x_steps=20
     dualmcmc sample runs/toy2d -n 5000                  # runs/toy2d/samples.npy (and .png)
     dualmcmc evaluate runs/toy2d
+    dualmcmc loglik runs/toy2d                          # AIS: log Z and held-out log-likelihood, RUN/loglik.json
     torchrun --nproc_per_node=2 -m dualmcmc train configs/digits_dual_mcmc.yaml   # data-parallel (batch_size global)
 
 Each command is a thin layer over the Python API (dualmcmc.train, dualmcmc.load_run, dualmcmc.run.evaluate_run),
@@ -21,7 +22,7 @@ from typing import Optional, Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dualmcmc", description="Learn energy-based models by MCMC teaching.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,evaluate}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,evaluate,loglik}")
 
     train = commands.add_parser("train", help="train the method a YAML config names",
                                 description="Train the method a YAML config names; resumes RUN/checkpoint.pt if present.")
@@ -46,6 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--resolution", type=int, help="2-D: grid cells per axis for KL/TV (default: the run's "
                                                          "eval.resolution)")
     evaluate.add_argument("--device", help="device to evaluate on (default: the run's, when available)")
+
+    loglik = commands.add_parser("loglik", help="AIS estimate of the EBM's log Z and held-out log-likelihood "
+                                 "(into RUN/loglik.json)",
+                                 description="Annealed importance sampling from a Gaussian fitted to the run's data to "
+                                 "its EBM density exp(-U/T): log Z with a standard error, and the mean log-likelihood of "
+                                 "held-out data (toys: fresh points; digits: the 300 held-out digits; --data: a file).")
+    loglik.add_argument("run", help="run directory (holds checkpoint.pt)")
+    loglik.add_argument("--n-chains", type=int, default=1000, help="AIS chains (default 1000)")
+    loglik.add_argument("--n-temps", type=int, default=500, help="inverse temperatures from 0 to 1 (default 500)")
+    loglik.add_argument("--data", help="held-out data (a toy name, digits:test, a .npy/.npz or image folder)")
+    loglik.add_argument("--seed", type=int, default=0, help="seed of the anneal's random numbers (default 0)")
+    loglik.add_argument("--device", help="device to run on (default: the run's, when available)")
     return parser
 
 
@@ -59,6 +72,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _train(args)
         if args.command == "sample":
             return _sample(args)
+        if args.command == "loglik":
+            return _loglik(args)
         return _evaluate(args)
     except (ConfigError, FileNotFoundError) as err:
         print(f"dualmcmc {args.command}: error: {err}", file=sys.stderr)
@@ -149,6 +164,21 @@ def _evaluate(args) -> int:
     except OSError as err:
         raise _config_error(f"cannot write {Path(args.run) / EVAL_NAME} ({err.strerror}); the scores are printed "
                             f"above; make {args.run} writable to keep them there") from None
+    return 0
+
+
+def _loglik(args) -> int:
+    from .checkpoint import atomic_write_text
+    from .run import CLI, LOGLIK_NAME, log_likelihood_run
+
+    found = log_likelihood_run(args.run, n_chains=args.n_chains, n_temps=args.n_temps, seed=args.seed,
+                               data=args.data, device=args.device, flags=CLI)
+    print(json.dumps(found, indent=2))  # first: a directory that cannot take loglik.json does not lose them
+    try:
+        atomic_write_text(Path(args.run) / LOGLIK_NAME, json.dumps(found, indent=2) + "\n")
+    except OSError as err:
+        raise _config_error(f"cannot write {Path(args.run) / LOGLIK_NAME} ({err.strerror}); the estimate is printed "
+                            f"above") from None
     return 0
 
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -15,7 +16,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig, load_config
-from .data import is_toy, to_model_range
+from .data import is_toy, load_dataset, to_model_range
 from .methods import Method, build_method
 
 CONFIG_NAME = "config.yaml"
@@ -256,6 +257,59 @@ def score_run(run_dir: "str | Path", n_samples: Optional[int] = None, resolution
     scores = evaluate_method(method, method.run_config, n_samples, resolution)
     return {"iteration": method.run_iteration, "n_samples": n_samples or method.run_config.eval.n_samples,
             "resolution": resolution or method.run_config.eval.resolution, **scores}
+
+
+LOGLIK_NAME = "loglik.json"
+
+
+def held_out_data(cfg: TrainConfig, spec: Optional[str] = None, n: int = 5000) -> tuple[torch.Tensor, str]:
+    """(data the model never saw, what it is): ``spec`` when given; else fresh points of a toy density (another seed
+    than training's), the 300 held-out digits, or, for other data, the run's own data (said in the name)."""
+    from .data import DIGITS_N_TEST, load_digits, sample_toy
+
+    if spec is not None:
+        try:
+            return load_dataset(spec, n_samples=n, seed=cfg.seed + 1), spec
+        except (OSError, ValueError, ImportError) as err:
+            raise ConfigError(f"data {spec!r}: {err}") from None
+    if is_toy(cfg.data):
+        return sample_toy(cfg.data, n, torch.Generator().manual_seed(cfg.seed + 10_007)), f"{cfg.data} (fresh points)"
+    if str(cfg.data).startswith("digits"):
+        return load_digits("test"), f"digits:test ({DIGITS_N_TEST} held-out digits)"
+    return load_dataset(cfg.data, n_samples=cfg.n_data, seed=cfg.seed), f"{cfg.data} (the training data: not held out)"
+
+
+def log_likelihood_run(run_dir: "str | Path", *, n_chains: int = 1000, n_temps: int = 500, seed: int = 0,
+                       data: Optional[str] = None, device=None, flags: Flags = PYTHON) -> dict:
+    """AIS estimate of a run's log Z and held-out mean log-likelihood (:func:`dualmcmc.likelihood.run_log_likelihood`),
+    with the data it used; 2-D runs also get the grid normaliser of [-4, 4]^2 (eval.resolution cells a side) to
+    compare with (it leaves out the mass outside the box)."""
+    from .likelihood import run_log_likelihood
+    from .metrics.grid import cell_area, grid_points
+
+    def named(argument: str) -> str:  # the interface's spelling: --n-chains or n_chains
+        return "--" + argument.replace("_", "-") if flags is CLI else argument
+
+    for name, value in (("n_chains", n_chains), ("n_temps", n_temps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+            raise ConfigError(f"{named(name)} must be an integer >= 2, got {value!r}")
+    method = load_run(run_dir, device, flags=flags)
+    cfg = method.run_config
+    train_data = load_dataset(cfg.data, n_samples=cfg.n_data, seed=cfg.seed)
+    held_out, what = held_out_data(cfg, data)
+    if tuple(held_out.shape[1:]) != tuple(train_data.shape[1:]):
+        raise ConfigError(f"{named('data')}: its rows have shape {tuple(held_out.shape[1:])}, the run's data "
+                          f"{tuple(train_data.shape[1:])}")
+    found = run_log_likelihood(method, to_model_range(train_data), to_model_range(held_out), n_chains=n_chains,
+                               n_temps=n_temps, seed=seed)
+    found = {"iteration": method.run_iteration, "held_out_data": what, **found}
+    if is_toy(cfg.data) or train_data.shape[1:] == (2,):
+        _, _, points = grid_points((-4.0, 4.0), cfg.eval.resolution)
+        cell = cell_area((-4.0, 4.0), cfg.eval.resolution)
+        with torch.no_grad():
+            values = method.log_prob_unnormalized(points.to(method.device)).double()
+        found["grid_log_z"] = float(torch.logsumexp(values, dim=0)) + math.log(cell)
+    return found
 
 
 def write_scores(run_dir: "str | Path", scores: dict) -> Path:

@@ -195,6 +195,10 @@ class Method(nn.Module):
     def log_prob_unnormalized(self, x: Tensor) -> Tensor:
         """(N,) unnormalised log-density of the model at ``x`` (no graph): -U(x)/T, U = E plus the EBM chain's
         Gaussian prior/reference term, T its temperature: the density that chain targets and the loss fits."""
+        return self.unnormalized_log_density(x)
+
+    def unnormalized_log_density(self, x: Tensor) -> Tensor:
+        """:meth:`log_prob_unnormalized` with its graph (differentiable in ``x``: what AIS and completion need)."""
         x = x.to(self.device)
         energy = self.ebm(x)
         precision = self.langevin(self.EBM_CHAIN).prior_precision

@@ -199,8 +199,7 @@ class NTEBM(Method):
         self.flow_loaded = True
 
     # -- evaluation ---------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def log_prob_unnormalized(self, x: Tensor) -> Tensor:
+    def unnormalized_log_density(self, x: Tensor) -> Tensor:
         """-E(x)/T - ||g^-1(x)||^2/(2T) + log|det dg^-1/dx|: the push-forward of the latent chain's target
         (-E(x) + log q_flow(x) at T = 1)."""
         x = x.to(self.device)
