@@ -4,6 +4,8 @@
     dualmcmc sample runs/toy2d -n 5000                  # runs/toy2d/samples.npy (and .png)
     dualmcmc evaluate runs/toy2d
     dualmcmc loglik runs/toy2d                          # AIS: log Z and held-out log-likelihood, RUN/loglik.json
+    dualmcmc score runs/digits --data digits:test       # per-example energies (and log p), RUN/scores.npz
+    dualmcmc ood runs/digits --out-data noise           # AUROC / AUPR / FPR95 of energy as a detector, RUN/ood.json
     torchrun --nproc_per_node=2 -m dualmcmc train configs/digits_dual_mcmc.yaml   # data-parallel (batch_size global)
 
 Each command is a thin layer over the Python API (dualmcmc.train, dualmcmc.load_run, dualmcmc.run.evaluate_run),
@@ -22,7 +24,7 @@ from typing import Optional, Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dualmcmc", description="Learn energy-based models by MCMC teaching.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,evaluate,loglik}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,evaluate,loglik,score,ood}")
 
     train = commands.add_parser("train", help="train the method a YAML config names",
                                 description="Train the method a YAML config names; resumes RUN/checkpoint.pt if present.")
@@ -59,6 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     loglik.add_argument("--data", help="held-out data (a toy name, digits:test, a .npy/.npz or image folder)")
     loglik.add_argument("--seed", type=int, default=0, help="seed of the anneal's random numbers (default 0)")
     loglik.add_argument("--device", help="device to run on (default: the run's, when available)")
+
+    score = commands.add_parser("score", help="per-example energies of data under a run's EBM (and log p when "
+                                "RUN/loglik.json has log Z)")
+    score.add_argument("run", help="run directory (holds checkpoint.pt)")
+    score.add_argument("--data", required=True, help="data to score (a toy name, digits:test, a .npy/.npz, a folder)")
+    score.add_argument("--out", help="where to write them (.npz with 'energy' and, when known, 'log_p'; default "
+                                     "RUN/scores.npz)")
+    score.add_argument("--device", help="device to run on (default: the run's, when available)")
+
+    ood = commands.add_parser("ood", help="out-of-distribution detection by energy: AUROC, AUPR, FPR at 95%% TPR "
+                              "(into RUN/ood.json)")
+    ood.add_argument("run", help="run directory (holds checkpoint.pt)")
+    ood.add_argument("--out-data", required=True, help="out-of-distribution data: a data spec (e.g. "
+                     "digits:test:classes=9), or 'noise' / 'inverted' made from the in-distribution data")
+    ood.add_argument("--in-data", help="in-distribution data (default: the run's held-out data)")
+    ood.add_argument("--seed", type=int, default=0, help="seed of the 'noise' set (default 0)")
+    ood.add_argument("--device", help="device to run on (default: the run's, when available)")
     return parser
 
 
@@ -74,6 +93,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _sample(args)
         if args.command == "loglik":
             return _loglik(args)
+        if args.command == "score":
+            return _score(args)
+        if args.command == "ood":
+            return _ood(args)
         return _evaluate(args)
     except (ConfigError, FileNotFoundError) as err:
         print(f"dualmcmc {args.command}: error: {err}", file=sys.stderr)
@@ -179,6 +202,45 @@ def _loglik(args) -> int:
     except OSError as err:
         raise _config_error(f"cannot write {Path(args.run) / LOGLIK_NAME} ({err.strerror}); the estimate is printed "
                             f"above") from None
+    return 0
+
+
+def _score(args) -> int:
+    import numpy as np
+
+    from .checkpoint import atomic_write_bytes
+    from .run import CLI, score_data
+
+    out = Path(args.out) if args.out else Path(args.run) / "scores.npz"
+    if out.suffix != ".npz":
+        raise _config_error(f"--out must end in .npz, got {str(out)!r}")
+    found = score_data(args.run, args.data, device=args.device, flags=CLI)
+    arrays = {k: found[k].numpy() for k in ("energy", "log_p") if k in found}
+    try:
+        atomic_write_bytes(out, lambda handle: np.savez(handle, **arrays))
+    except OSError as err:
+        raise _config_error(f"cannot write {out} ({err.strerror}); pass --out PATH.npz in a writable directory") from None
+    energy = found["energy"]
+    summary = {"data": args.data, "n": len(energy), "mean_energy": float(energy.mean()), "out": str(out)}
+    if "log_p" in found:
+        summary.update(log_z=found["log_z"], mean_log_p=float(found["log_p"].mean()))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _ood(args) -> int:
+    from .checkpoint import atomic_write_text
+    from .run import CLI, OOD_NAME, _read_json, ood_run
+
+    found = ood_run(args.run, args.out_data, args.in_data, seed=args.seed, device=args.device, flags=CLI)
+    print(json.dumps(found, indent=2))
+    path = Path(args.run) / OOD_NAME
+    kept = _read_json(path) or {}  # one entry per (in, out) pair, the latest of each
+    kept[f"{found['in_data']} vs {found['out_data']}"] = found
+    try:
+        atomic_write_text(path, json.dumps(kept, indent=2) + "\n")
+    except OSError as err:
+        raise _config_error(f"cannot write {path} ({err.strerror}); the scores are printed above") from None
     return 0
 
 

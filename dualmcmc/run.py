@@ -265,7 +265,8 @@ LOGLIK_NAME = "loglik.json"
 def held_out_data(cfg: TrainConfig, spec: Optional[str] = None, n: int = 5000) -> tuple[torch.Tensor, str]:
     """(data the model never saw, what it is): ``spec`` when given; else fresh points of a toy density (another seed
     than training's), the 300 held-out digits, or, for other data, the run's own data (said in the name)."""
-    from .data import DIGITS_N_TEST, load_digits, sample_toy
+    from .data import sample_toy
+    from .data.digits import load_digits_spec, parse_digits_spec
 
     if spec is not None:
         try:
@@ -274,8 +275,11 @@ def held_out_data(cfg: TrainConfig, spec: Optional[str] = None, n: int = 5000) -
             raise ConfigError(f"data {spec!r}: {err}") from None
     if is_toy(cfg.data):
         return sample_toy(cfg.data, n, torch.Generator().manual_seed(cfg.seed + 10_007)), f"{cfg.data} (fresh points)"
-    if str(cfg.data).startswith("digits"):
-        return load_digits("test"), f"digits:test ({DIGITS_N_TEST} held-out digits)"
+    digits = parse_digits_spec(str(cfg.data))
+    if digits is not None:  # the held-out digits, of the classes the run was trained on
+        spec = "digits:test" + (f":classes={','.join(map(str, digits[1]))}" if digits[1] is not None else "")
+        held_out = load_digits_spec(spec)
+        return held_out, f"{spec} ({len(held_out)} held-out digits)"
     return load_dataset(cfg.data, n_samples=cfg.n_data, seed=cfg.seed), f"{cfg.data} (the training data: not held out)"
 
 
@@ -310,6 +314,73 @@ def log_likelihood_run(run_dir: "str | Path", *, n_chains: int = 1000, n_temps: 
             values = method.log_prob_unnormalized(points.to(method.device)).double()
         found["grid_log_z"] = float(torch.logsumexp(values, dim=0)) + math.log(cell)
     return found
+
+
+OOD_NAME = "ood.json"
+
+
+def _model_data(spec: str, cfg: TrainConfig, what: str) -> torch.Tensor:
+    """A data spec loaded and mapped to the model's range; a ConfigError naming ``what`` when it cannot be."""
+    try:
+        data = load_dataset(spec, n_samples=5000, seed=cfg.seed + 1)
+    except (OSError, ValueError, ImportError) as err:
+        raise ConfigError(f"{what} {spec!r}: {err}") from None
+    return to_model_range(data).float()
+
+
+def score_data(run_dir: "str | Path", data: str, *, device=None, flags: Flags = PYTHON) -> dict:
+    """Per-example energies -log p~(x) = U(x)/T of ``data`` under a run's EBM, and log p(x) = log p~(x) - log Z when
+    RUN/loglik.json holds an AIS estimate for this checkpoint: {"energy": (N,), "log_p": (N,) or absent,
+    "log_z": ..., "iteration": ...}."""
+    from .ood import energy_scores
+
+    method = load_run(run_dir, device, flags=flags)
+    x = _model_data(data, method.run_config, "--data" if flags is CLI else "data")
+    _check_rows(x, method, "--data" if flags is CLI else "data")
+    energy = energy_scores(method, x)
+    found = {"iteration": method.run_iteration, "data": data, "energy": energy}
+    estimate = _read_json(Path(run_dir) / LOGLIK_NAME)
+    if estimate is not None and estimate.get("iteration") == method.run_iteration and "log_z" in estimate:
+        found.update(log_p=-energy - estimate["log_z"], log_z=estimate["log_z"])
+    return found
+
+
+def ood_run(run_dir: "str | Path", out_data: str, in_data: Optional[str] = None, *, seed: int = 0, device=None,
+            flags: Flags = PYTHON) -> dict:
+    """How well a run's EBM tells ``in_data`` (default: its held-out data) from ``out_data`` (a data spec, or
+    "noise" / "inverted" made from the in-data) by energy: :func:`dualmcmc.ood.ood_metrics`."""
+    from .ood import SYNTHETIC_OOD, energy_scores, ood_metrics, out_of_distribution_data
+
+    method = load_run(run_dir, device, flags=flags)
+    cfg = method.run_config
+    if in_data is None:
+        x_in, in_name = held_out_data(cfg)
+        x_in = to_model_range(x_in).float()
+    else:
+        x_in, in_name = _model_data(in_data, cfg, "--in-data" if flags is CLI else "in_data"), in_data
+    if out_data in SYNTHETIC_OOD:
+        x_out = out_of_distribution_data(out_data, x_in, seed)
+    else:
+        x_out = _model_data(out_data, cfg, "--out-data" if flags is CLI else "out_data")
+    _check_rows(x_in, method, "--in-data" if flags is CLI else "in_data")
+    _check_rows(x_out, method, "--out-data" if flags is CLI else "out_data")
+    found = ood_metrics(energy_scores(method, x_in), energy_scores(method, x_out))
+    return {"iteration": method.run_iteration, "in_data": in_name, "out_data": out_data, **found}
+
+
+def _check_rows(x: torch.Tensor, method: Method, what: str) -> None:
+    if tuple(x.shape[1:]) != method.data_shape:
+        raise ConfigError(f"{what}: its rows have shape {tuple(x.shape[1:])}; the run's model takes {method.data_shape}")
+    if len(x) == 0:
+        raise ConfigError(f"{what}: the data is empty")
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        found = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def write_scores(run_dir: "str | Path", scores: dict) -> Path:

@@ -126,6 +126,13 @@ def test_the_loglik_command_writes_its_estimate_and_refuses_bad_arguments(tmp_pa
     # the grid over [-4, 4]^2 holds almost all of the mass: AIS agrees with it within its error bars
     assert abs(found["log_z"] - found["grid_log_z"]) < 4 * found["log_z_stderr"] + 0.05, found
     assert "warning" not in found and found["ess"] > 20
+    # with log Z known, `score` also gives normalised log-densities
+    assert main(["score", str(run_dir), "--data", "8gaussians"]) == 0
+    capsys.readouterr()
+    import numpy as np
+
+    arrays = np.load(run_dir / "scores.npz")
+    assert np.allclose(arrays["log_p"], -arrays["energy"] - found["log_z"])
     assert main(["loglik", str(run_dir), "--n-temps", "1"]) == 2
     assert "--n-temps must be an integer >= 2, got 1" in capsys.readouterr().err
     assert main(["loglik", str(run_dir), "--data", str(tmp_path / "missing.npy")]) == 2

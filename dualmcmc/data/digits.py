@@ -47,3 +47,43 @@ def load_digits_labels(split: str = "train") -> Tensor:
     """The class labels 0..9 (int64, (N,)) of the ``split``, aligned with ``load_digits(split)``."""
     index = digits_split_indices(split)
     return torch.from_numpy(_sklearn_digits().target[index].astype(np.int64))
+
+
+def parse_digits_spec(spec: str) -> "tuple[str, tuple[int, ...] | None] | None":
+    """("train" | "test", classes or None) for ``digits``, ``digits:SPLIT`` and ``digits:SPLIT:classes=LIST``
+    (LIST: digits and ranges, ``0-8`` or ``1,3,7``); None when ``spec`` is not a digits name. ValueError for a
+    digits name that is malformed, naming the form it wants."""
+    if spec == "digits":
+        return "train", None
+    if not spec.startswith("digits:"):
+        return None
+    parts = spec.split(":")
+    form = "digits, digits:train, digits:test or digits:SPLIT:classes=LIST (e.g. digits:train:classes=0-8)"
+    if len(parts) > 3 or parts[1] not in DIGITS_SPLITS:
+        raise ValueError(f"unknown digits data {spec!r}; valid: {form}")
+    if len(parts) == 2:
+        return parts[1], None
+    key, _, listed = parts[2].partition("=")
+    classes: set[int] = set()
+    try:
+        if key != "classes" or not listed:
+            raise ValueError
+        for item in listed.split(","):
+            lo, _, hi = item.partition("-")
+            first, last = int(lo), int(hi or lo)
+            if not 0 <= first <= last <= 9:
+                raise ValueError
+            classes.update(range(first, last + 1))
+    except ValueError:
+        raise ValueError(f"unknown digits data {spec!r}; valid: {form}, with classes among 0..9") from None
+    return parts[1], tuple(sorted(classes))
+
+
+def load_digits_spec(spec: str) -> Tensor:
+    """The digits a digits name selects (a split, and optionally only some classes)."""
+    split, classes = parse_digits_spec(spec)
+    images = load_digits(split)
+    if classes is None:
+        return images
+    keep = torch.isin(load_digits_labels(split), torch.tensor(classes))
+    return images[keep]

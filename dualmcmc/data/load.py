@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .arrays import ARRAY_SUFFIXES, load_array
-from .digits import DIGITS_SPLITS, load_digits
+from .digits import DIGITS_SPLITS, load_digits_spec, parse_digits_spec
 from .folders import IMAGE_SUFFIXES, load_image_folder
 from .toy2d import TOY_DENSITIES, is_toy, sample_toy
 from .torchvision_sets import CELEBA_SIZE, TORCHVISION_SETS, checked_root, load_torchvision_set
@@ -46,10 +46,8 @@ def load_dataset(spec: str | os.PathLike, n_samples: int = 50_000, seed: int = 0
         generator = torch.Generator().manual_seed(int(seed))
         return sample_toy(spec, n_samples, generator)
     if isinstance(spec, str):
-        if spec in DIGITS_NAMES:
-            return load_digits(DIGITS_NAMES[spec])
-        if spec.startswith("digits:"):
-            raise ValueError(f"unknown digits split in {spec!r}; valid: {', '.join(DIGITS_NAMES)}")
+        if parse_digits_spec(spec) is not None:  # digits, digits:SPLIT, digits:SPLIT:classes=LIST
+            return load_digits_spec(spec)
         name, _, root = spec.partition(":")
         if name in TORCHVISION_SETS:
             return load_torchvision_set(name, root)
@@ -96,7 +94,7 @@ def dataset_shape(spec: str | os.PathLike) -> tuple[int, ...]:
     if is_toy(spec):
         return (2,)
     if isinstance(spec, str):
-        if spec in DIGITS_NAMES:
+        if parse_digits_spec(spec) is not None:
             return (1, 8, 8)
         name, _, root = spec.partition(":")
         if name in TORCHVISION_SETS:
