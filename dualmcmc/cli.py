@@ -6,6 +6,7 @@
     dualmcmc loglik runs/toy2d                          # AIS: log Z and held-out log-likelihood, RUN/loglik.json
     dualmcmc score runs/digits --data digits:test       # per-example energies (and log p), RUN/scores.npz
     dualmcmc ood runs/digits --out-data noise           # AUROC / AUPR / FPR95 of energy as a detector, RUN/ood.json
+    dualmcmc interpolate runs/digits --kind linear      # latent paths through the generator, RUN/interpolate_*.png
     torchrun --nproc_per_node=2 -m dualmcmc train configs/digits_dual_mcmc.yaml   # data-parallel (batch_size global)
 
 Each command is a thin layer over the Python API (dualmcmc.train, dualmcmc.load_run, dualmcmc.run.evaluate_run),
@@ -24,7 +25,7 @@ from typing import Optional, Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dualmcmc", description="Learn energy-based models by MCMC teaching.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,evaluate,loglik,score,ood}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,evaluate,loglik,score,ood,interpolate}")
 
     train = commands.add_parser("train", help="train the method a YAML config names",
                                 description="Train the method a YAML config names; resumes RUN/checkpoint.pt if present.")
@@ -78,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     ood.add_argument("--in-data", help="in-distribution data (default: the run's held-out data)")
     ood.add_argument("--seed", type=int, default=0, help="seed of the 'noise' set (default 0)")
     ood.add_argument("--device", help="device to run on (default: the run's, when available)")
+
+    interpolate = commands.add_parser("interpolate", help="latent interpolation grids through a run's generator (PNG)")
+    interpolate.add_argument("run", help="run directory (holds checkpoint.pt)")
+    interpolate.add_argument("--kind", choices=("spherical", "linear"), default="spherical",
+                             help="path between two codes: the great circle (default) or the straight line")
+    interpolate.add_argument("--rows", type=int, default=8, help="paths, one per row (default 8)")
+    interpolate.add_argument("--steps", type=int, default=10, help="points along each path (default 10)")
+    interpolate.add_argument("--out", help="picture (.png; default RUN/interpolate_KIND.png); the decoded points "
+                                           "go beside it as .npy")
+    interpolate.add_argument("--seed", type=int, default=0, help="seed of the end codes (default 0)")
+    interpolate.add_argument("--device", help="device to run on (default: the run's, when available)")
     return parser
 
 
@@ -97,6 +109,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _score(args)
         if args.command == "ood":
             return _ood(args)
+        if args.command == "interpolate":
+            return _interpolate(args)
         return _evaluate(args)
     except (ConfigError, FileNotFoundError) as err:
         print(f"dualmcmc {args.command}: error: {err}", file=sys.stderr)
@@ -241,6 +255,40 @@ def _ood(args) -> int:
         atomic_write_text(path, json.dumps(kept, indent=2) + "\n")
     except OSError as err:
         raise _config_error(f"cannot write {path} ({err.strerror}); the scores are printed above") from None
+    return 0
+
+
+def _interpolate(args) -> int:
+    import numpy as np
+    import torch
+
+    from .checkpoint import atomic_write_bytes
+    from .interpolate import interpolation_codes
+    from .run import CLI, load_run
+
+    out = Path(args.out) if args.out else Path(args.run) / f"interpolate_{args.kind}.png"
+    if out.suffix != ".png":
+        raise _config_error(f"--out must end in .png, got {str(out)!r}")
+    method = load_run(args.run, args.device, flags=CLI)
+    if method.latent_shape is None:
+        raise _config_error(f"{args.run}: method {method.name!r} has no generator, so there is no latent space to "
+                            f"interpolate through (dual_mcmc, vae_mcmc, coopnets and nt_ebm have one)")
+    try:
+        codes = interpolation_codes(method, args.rows, args.steps, args.kind,
+                                    generator=torch.Generator(device=method.device).manual_seed(args.seed))
+    except ValueError as err:
+        raise _config_error(f"--{err}") from None  # "rows must be ..." / "steps must be ...": the flag's name
+    decoded = method.decode(codes).cpu().float().numpy()
+    try:
+        atomic_write_bytes(out.with_suffix(".npy"), lambda handle: np.save(handle, decoded))
+        from . import plotting
+
+        print(plotting.plot_interpolations(out, decoded, args.rows, args.steps,
+                                           title=f"{method.name}: {args.kind} interpolation"))
+    except ImportError:
+        print(f"{out.with_suffix('.npy')} (matplotlib is not installed: no picture)")
+    except OSError as err:
+        raise _config_error(f"cannot write {out} ({err.strerror}); pass --out PATH.png in a writable directory") from None
     return 0
 
 

@@ -182,3 +182,31 @@ def sample_bounds(data, pad: float = 0.1) -> Bounds:
 
 __all__: Sequence[str] = ["plot_2d_run", "plot_samples_2d", "plot_image_grid", "plot_image_panels", "image_side",
                            "sample_bounds"]
+
+
+def plot_interpolations(path: "str | Path", decoded, rows: int, steps: int, title: str = "interpolations") -> Path:
+    """``decoded`` (rows * steps, ...) in row order: images as a rows x steps grid (each row one path), 2-D points as
+    ``rows`` polylines from a circle (start) to a cross (end)."""
+    values = _array(decoded)
+    if values.ndim == 4:
+        fig, axes = _figure(1, size=max(3.0, 0.45 * steps))
+        canvas = _image_canvas(values, steps)
+        axes[0].imshow(canvas[..., 0] if canvas.shape[-1] == 1 else canvas, cmap="gray", vmin=0, vmax=1,
+                       interpolation="nearest")
+        axes[0].set_axis_off()
+        axes[0].set_title(title, fontsize=10)
+        return _save(fig, path)
+    if values.ndim != 2 or values.shape[1] != 2:
+        raise ValueError(f"plot_interpolations: images (N, C, H, W) or 2-D points (N, 2) expected, got {values.shape}")
+    paths = values.reshape(rows, steps, 2)
+    finite = values[np.isfinite(values).all(axis=1)]
+    span = float(np.abs(finite).max()) * 1.1 if len(finite) else 1.0
+    fig, axes = _figure(1, size=4.0)
+    ax = axes[0]
+    for k, line in enumerate(paths):
+        color = f"C{k % 10}"
+        ax.plot(line[:, 0], line[:, 1], "-", color=color, linewidth=1.0, marker=".", markersize=3)
+        ax.plot(*line[0], "o", color=color, markersize=5)
+        ax.plot(*line[-1], "x", color=color, markersize=6)
+    _square(ax, (-span, span), title)
+    return _save(fig, path)

@@ -220,6 +220,18 @@ class Method(nn.Module):
             return None
         return self.generator(randn(n, self.config.latent_dim, next(self.generator.parameters()), generator))
 
+    @property
+    def latent_shape(self) -> Optional[tuple[int, ...]]:
+        """The shape of one latent code that :meth:`decode` maps to data, or None without a generator."""
+        return None if self.generator is None else (self.config.latent_dim,)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Data of latent codes ``z`` (N, *latent_shape): the generator's output (detached)."""
+        if self.generator is None:
+            raise ValueError(f"method {self.name!r} has no generator to decode latent codes")
+        with torch.no_grad():
+            return self.generator(z.to(self.device))
+
     def reconstruct(self, x: Tensor) -> Optional[Tensor]:
         """Reconstructions of ``x`` through the encoder (+ latent chain) and generator, or None."""
         return None

@@ -220,6 +220,15 @@ class NTEBM(Method):
         """The flow backbone's own samples (the EBM's starting point)."""
         return self.flow(self.latent_noise(n, generator))
 
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return self.data_shape  # the flow's latent space has the data's shape
+
+    def decode(self, z: Tensor) -> Tensor:
+        """The flow's push-forward of latent codes ``z`` (detached)."""
+        with torch.no_grad():
+            return self.flow(z.to(self.device))
+
     def extra_state(self) -> dict:
         return {**super().extra_state(), "flow_loaded": self.flow_loaded}
 
