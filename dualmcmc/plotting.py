@@ -210,3 +210,29 @@ def plot_interpolations(path: "str | Path", decoded, rows: int, steps: int, titl
         ax.plot(*line[-1], "x", color=color, markersize=6)
     _square(ax, (-span, span), title)
     return _save(fig, path)
+
+
+def plot_completion(path: "str | Path", arrays: dict, title: str = "completion", columns: int = 10) -> Path:
+    """Observed (missing entries grey) / completed / truth. ``arrays``: truth, observed_mask, completed as arrays of
+    one shape: images (N, C, H, W) in [-1, 1] side by side; 2-D points as the truth and the completions, each
+    completion joined to its truth by a line (the observed coordinate is shared, so the lines run along the missing
+    one)."""
+    truth, mask, completed = (_array(arrays[k]) for k in ("truth", "observed_mask", "completed"))
+    if truth.ndim == 4:
+        observed = np.where(mask > 0, truth, 0.0)
+        return plot_image_panels(path, {"observed": observed, "completed": completed, "truth": truth}, title=title,
+                                 columns=columns)
+    if truth.ndim != 2 or truth.shape[1] != 2:
+        raise ValueError(f"plot_completion: images (N, C, H, W) or 2-D points (N, 2) expected, got {truth.shape}")
+    finite = np.concatenate([truth, completed])
+    finite = finite[np.isfinite(finite).all(axis=1)]
+    span = float(np.abs(finite).max()) * 1.1 if len(finite) else 1.0
+    fig, axes = _figure(1, size=4.0)
+    ax = axes[0]
+    for t, c in zip(truth, completed):
+        ax.plot([t[0], c[0]], [t[1], c[1]], "-", color="0.7", linewidth=0.5)
+    ax.scatter(truth[:, 0], truth[:, 1], s=6, color="tab:blue", label="truth")
+    ax.scatter(completed[:, 0], completed[:, 1], s=6, color="tab:red", label="completed")
+    ax.legend(fontsize=7, loc="upper right")
+    _square(ax, (-span, span), title)
+    return _save(fig, path)

@@ -368,6 +368,40 @@ def ood_run(run_dir: "str | Path", out_data: str, in_data: Optional[str] = None,
     return {"iteration": method.run_iteration, "in_data": in_name, "out_data": out_data, **found}
 
 
+def completion_run(run_dir: "str | Path", mask: str, *, data: Optional[str] = None, n: int = 100,
+                   steps: Optional[int] = None, seed: int = 0, device=None, flags: Flags = PYTHON) -> dict:
+    """Complete ``n`` examples of ``data`` (default: the run's held-out data) with ``mask`` missing
+    (:func:`dualmcmc.complete.complete`); returns the errors over the missing entries (of the completion, of its
+    start, of filling with the mean) and the tensors truth / observed_mask / start / completed."""
+    from .complete import complete, completion_errors, make_mask, start_states
+
+    cli = flags is CLI
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{'-n' if cli else 'n'} must be an integer >= 1, got {n!r}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
+        raise ConfigError(f"{'--steps' if cli else 'steps'} must be an integer >= 0, got {steps!r}")
+    method = load_run(run_dir, device, flags=flags)
+    if data is None:
+        x, name = held_out_data(method.run_config)
+        x = to_model_range(x).float()
+    else:
+        x, name = _model_data(data, method.run_config, "--data" if cli else "data"), data
+    _check_rows(x, method, "--data" if cli else "data")
+    g = torch.Generator().manual_seed(seed)
+    x = x[torch.randperm(len(x), generator=g)[:n]]
+    try:
+        observed = make_mask(mask, tuple(x.shape), generator=g)
+    except ValueError as err:
+        raise ConfigError(f"{'--mask' if cli else 'mask'}: {err}") from None
+    chain_generator = torch.Generator(device=method.device).manual_seed(seed)
+    x, observed = x.to(method.device), observed.to(method.device)
+    start = start_states(method, x, observed, chain_generator)
+    completed = complete(method, x, observed, steps=steps, start=start, generator=chain_generator)
+    errors = completion_errors(x, completed, start, observed)
+    return {"iteration": method.run_iteration, "method": method.name, "data": name, "mask": mask, "n": len(x),
+            **errors, "truth": x, "observed_mask": observed, "start": start, "completed": completed}
+
+
 def _check_rows(x: torch.Tensor, method: Method, what: str) -> None:
     if tuple(x.shape[1:]) != method.data_shape:
         raise ConfigError(f"{what}: its rows have shape {tuple(x.shape[1:])}; the run's model takes {method.data_shape}")
