@@ -288,6 +288,7 @@ def log_likelihood_run(run_dir: "str | Path", *, n_chains: int = 1000, n_temps: 
     """AIS estimate of a run's log Z and held-out mean log-likelihood (:func:`dualmcmc.likelihood.run_log_likelihood`),
     with the data it used; 2-D runs also get the grid normaliser of [-4, 4]^2 (eval.resolution cells a side) to
     compare with (it leaves out the mass outside the box)."""
+    from .data import toy_log_density
     from .likelihood import run_log_likelihood
     from .metrics.grid import cell_area, grid_points
 
@@ -313,6 +314,11 @@ def log_likelihood_run(run_dir: "str | Path", *, n_chains: int = 1000, n_temps: 
         with torch.no_grad():
             values = method.log_prob_unnormalized(points.to(method.device)).double()
         found["grid_log_z"] = float(torch.logsumexp(values, dim=0)) + math.log(cell)
+        true_log_density = toy_log_density(cfg.data) if is_toy(cfg.data) and data is None else None
+        if true_log_density is not None:  # what the true density gives the same points: the model's ceiling
+            truth = true_log_density(held_out.double())
+            if torch.isfinite(truth).all():
+                found["true_held_out_log_likelihood"] = float(truth.mean())
     return found
 
 

@@ -126,6 +126,7 @@ def test_the_loglik_command_writes_its_estimate_and_refuses_bad_arguments(tmp_pa
     # the grid over [-4, 4]^2 holds almost all of the mass: AIS agrees with it within its error bars
     assert abs(found["log_z"] - found["grid_log_z"]) < 4 * found["log_z_stderr"] + 0.05, found
     assert "warning" not in found and found["ess"] > 20
+    assert found["held_out_log_likelihood"] < found["true_held_out_log_likelihood"]  # KL(true || model) >= 0
     # with log Z known, `score` also gives normalised log-densities
     assert main(["score", str(run_dir), "--data", "8gaussians"]) == 0
     capsys.readouterr()
