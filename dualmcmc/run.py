@@ -262,7 +262,8 @@ def score_run(run_dir: "str | Path", n_samples: Optional[int] = None, resolution
 LOGLIK_NAME = "loglik.json"
 
 
-def held_out_data(cfg: TrainConfig, spec: Optional[str] = None, n: int = 5000) -> tuple[torch.Tensor, str]:
+def held_out_data(cfg: TrainConfig, spec: Optional[str] = None, n: int = 5000,
+                  what: str = "data") -> tuple[torch.Tensor, str]:
     """(data the model never saw, what it is): ``spec`` when given; else fresh points of a toy density (another seed
     than training's), the 300 held-out digits, or, for other data, the run's own data (said in the name)."""
     from .data import sample_toy
@@ -272,7 +273,7 @@ def held_out_data(cfg: TrainConfig, spec: Optional[str] = None, n: int = 5000) -
         try:
             return load_dataset(spec, n_samples=n, seed=cfg.seed + 1), spec
         except (OSError, ValueError, ImportError) as err:
-            raise ConfigError(f"data {spec!r}: {err}") from None
+            raise ConfigError(f"{what} {spec!r}: {err}") from None
     if is_toy(cfg.data):
         return sample_toy(cfg.data, n, torch.Generator().manual_seed(cfg.seed + 10_007)), f"{cfg.data} (fresh points)"
     digits = parse_digits_spec(str(cfg.data))
@@ -301,7 +302,7 @@ def log_likelihood_run(run_dir: "str | Path", *, n_chains: int = 1000, n_temps: 
     method = load_run(run_dir, device, flags=flags)
     cfg = method.run_config
     train_data = load_dataset(cfg.data, n_samples=cfg.n_data, seed=cfg.seed)
-    held_out, what = held_out_data(cfg, data)
+    held_out, what = held_out_data(cfg, data, what=named("data"))
     if tuple(held_out.shape[1:]) != tuple(train_data.shape[1:]):
         raise ConfigError(f"{named('data')}: its rows have shape {tuple(held_out.shape[1:])}, the run's data "
                           f"{tuple(train_data.shape[1:])}")
