@@ -6,7 +6,7 @@
 // Two implementations of every loop, chosen once per process by the CPU's features:
 //   avx2      cpu/kernels_avx2.cpp: AVX2 + FMA + F16C intrinsics, 8 float lanes (4 double);
 //   portable  the loops below, for any CPU (the compiler vectorises what it can).
-// They compute the same bits (langevin.h writes every rounding out; tests/test_philox.py compares them).
+// They compute the same bits (langevin.h writes every rounding out; tests/test_ops_kernels.py compares them).
 // DUALMCMC_CPU_ISA=portable forces the portable loops; torch.ops.dualmcmc._cpu_isa switches at run time.
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Dispatch.h>
