@@ -24,6 +24,14 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
+def _run_command(commands, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand that reads a trained run: its RUN argument and --device."""
+    parser = commands.add_parser(name, **kwargs)
+    parser.add_argument("run", help="run directory (holds checkpoint.pt)")
+    parser.add_argument("--device", help="device to run on (default: the run's, when available)")
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dualmcmc", description="Learn energy-based models by MCMC teaching.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,evaluate,loglik,score,ood,interpolate,complete}")
@@ -52,37 +60,30 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "eval.resolution)")
     evaluate.add_argument("--device", help="device to evaluate on (default: the run's, when available)")
 
-    loglik = commands.add_parser("loglik", help="AIS estimate of the EBM's log Z and held-out log-likelihood "
+    loglik = _run_command(commands, "loglik", help="AIS estimate of the EBM's log Z and held-out log-likelihood "
                                  "(into RUN/loglik.json)",
                                  description="Annealed importance sampling from a Gaussian fitted to the run's data to "
                                  "its EBM density exp(-U/T): log Z with a standard error, and the mean log-likelihood of "
                                  "held-out data (toys: fresh points; digits: the 300 held-out digits; --data: a file).")
-    loglik.add_argument("run", help="run directory (holds checkpoint.pt)")
     loglik.add_argument("--n-chains", type=int, default=1000, help="AIS chains (default 1000)")
     loglik.add_argument("--n-temps", type=int, default=500, help="inverse temperatures from 0 to 1 (default 500)")
     loglik.add_argument("--data", help="held-out data (a toy name, digits:test, a .npy/.npz or image folder)")
     loglik.add_argument("--seed", type=int, default=0, help="seed of the anneal's random numbers (default 0)")
-    loglik.add_argument("--device", help="device to run on (default: the run's, when available)")
 
-    score = commands.add_parser("score", help="per-example energies of data under a run's EBM (and log p when "
+    score = _run_command(commands, "score", help="per-example energies of data under a run's EBM (and log p when "
                                 "RUN/loglik.json has log Z)")
-    score.add_argument("run", help="run directory (holds checkpoint.pt)")
     score.add_argument("--data", required=True, help="data to score (a toy name, digits:test, a .npy/.npz, a folder)")
     score.add_argument("--out", help="where to write them (.npz with 'energy' and, when known, 'log_p'; default "
                                      "RUN/scores.npz)")
-    score.add_argument("--device", help="device to run on (default: the run's, when available)")
 
-    ood = commands.add_parser("ood", help="out-of-distribution detection by energy: AUROC, AUPR, FPR at 95%% TPR "
+    ood = _run_command(commands, "ood", help="out-of-distribution detection by energy: AUROC, AUPR, FPR at 95%% TPR "
                               "(into RUN/ood.json)")
-    ood.add_argument("run", help="run directory (holds checkpoint.pt)")
     ood.add_argument("--out-data", required=True, help="out-of-distribution data: a data spec (e.g. "
                      "digits:test:classes=9), or 'noise' / 'inverted' made from the in-distribution data")
     ood.add_argument("--in-data", help="in-distribution data (default: the run's held-out data)")
     ood.add_argument("--seed", type=int, default=0, help="seed of the 'noise' set (default 0)")
-    ood.add_argument("--device", help="device to run on (default: the run's, when available)")
 
-    interpolate = commands.add_parser("interpolate", help="latent interpolation grids through a run's generator (PNG)")
-    interpolate.add_argument("run", help="run directory (holds checkpoint.pt)")
+    interpolate = _run_command(commands, "interpolate", help="latent interpolation grids through a run's generator (PNG)")
     interpolate.add_argument("--kind", choices=("spherical", "linear"), default="spherical",
                              help="path between two codes: the great circle (default) or the straight line")
     interpolate.add_argument("--rows", type=int, default=8, help="paths, one per row (default 8)")
@@ -90,11 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     interpolate.add_argument("--out", help="picture (.png; default RUN/interpolate_KIND.png); the decoded points "
                                            "go beside it as .npy")
     interpolate.add_argument("--seed", type=int, default=0, help="seed of the end codes (default 0)")
-    interpolate.add_argument("--device", help="device to run on (default: the run's, when available)")
 
-    complete = commands.add_parser("complete", help="inpainting / conditional sampling: the missing part of held-out "
+    complete = _run_command(commands, "complete", help="inpainting / conditional sampling: the missing part of held-out "
                                    "data drawn from the EBM given the rest (error against the truth, PNG)")
-    complete.add_argument("run", help="run directory (holds checkpoint.pt)")
     complete.add_argument("--mask", required=True, help="what is missing: left, right, top, bottom, center (images) or "
                           "random:P (each entry with probability P); for 2-D points left = x is missing (x given y)")
     complete.add_argument("--data", help="the data to complete (default: the run's held-out data)")
@@ -103,7 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument("--out", help="picture (.png; default RUN/complete_MASK.png); the completions go beside it "
                                         "as .npy and the errors into RUN/complete.json")
     complete.add_argument("--seed", type=int, default=0, help="seed of the mask, the start and the chain (default 0)")
-    complete.add_argument("--device", help="device to run on (default: the run's, when available)")
     return parser
 
 
@@ -113,21 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .train import TrainingDiverged
 
     try:
-        if args.command == "train":
-            return _train(args)
-        if args.command == "sample":
-            return _sample(args)
-        if args.command == "loglik":
-            return _loglik(args)
-        if args.command == "score":
-            return _score(args)
-        if args.command == "ood":
-            return _ood(args)
-        if args.command == "interpolate":
-            return _interpolate(args)
-        if args.command == "complete":
-            return _complete(args)
-        return _evaluate(args)
+        return COMMANDS[args.command](args)
     except (ConfigError, FileNotFoundError) as err:
         print(f"dualmcmc {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -343,6 +327,10 @@ def _config_error(message: str):
     from .config import ConfigError
 
     return ConfigError(message)
+
+
+COMMANDS = {"train": _train, "sample": _sample, "evaluate": _evaluate, "loglik": _loglik, "score": _score,
+            "ood": _ood, "interpolate": _interpolate, "complete": _complete}
 
 
 if __name__ == "__main__":  # pragma: no cover
