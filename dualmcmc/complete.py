@@ -4,9 +4,10 @@ drawn from the model's density with the observed ones held fixed.
     mask = make_mask("left", x.shape, generator=g)           # True where observed
     completed = complete(method, x, mask, generator=g)
 
-The chain is the method's own test-time Langevin chain (steps, drift and noise) on the free entries only: it runs on
-y with the potential -log p~(m * x + (1 - m) * y), so the observed entries never move and the free ones sample the
-model's conditional density exp(-U/T) given them. It starts, as the reference code's inpainting does, from the
+The chain is the method's own test-time Langevin chain (steps, drift and noise), Metropolis-adjusted, on the free
+entries only: it runs on y with the potential -log p~(m * x + (1 - m) * y), so the observed entries never move and
+the free ones sample the model's conditional density exp(-U/T) given them. Where that conditional has separated
+modes (x given y on 8gaussians), a longer chain (``steps``) lets more completions reach the far mode. It starts, as the reference code's inpainting does, from the
 method's reconstruction of the observed data (encoder + latent chain + generator) where the method has one, else
 from the EBM's own samples.
 """
@@ -97,7 +98,9 @@ def complete(method, x: Tensor, mask: Tensor, *, steps: Optional[int] = None, st
     # On -log p~ = U/T the same dynamics as the method's chain on U at T: drift a^2/2 grad U = b^2/2 grad(U/T) with
     # step b, noise b. For NT-EBM (a latent chain) the data-space density includes the flow's terms.
     b = test.noise_std if test.noise_std > 0 else test.step_size
-    spec = Langevin(steps=test.steps if steps is None else steps, step_size=b, noise_std=b)
+    # MALA: the conditional is then sampled exactly, and a proposal the density cannot score (NT-EBM's flow inverse
+    # far from the data) is rejected instead of turning the chain into NaN
+    spec = Langevin(steps=test.steps if steps is None else steps, step_size=b, noise_std=b, mala=True)
     fixed = torch.where(mask, x, torch.zeros_like(x))
     free = (~mask).to(x.dtype)
 
