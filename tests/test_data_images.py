@@ -41,7 +41,7 @@ def test_digits_split_is_disjoint_complete_and_deterministic():
 
 
 def test_unknown_digits_split():
-    with pytest.raises(ValueError, match="unknown digits split in 'digits:val'.*digits:test"):
+    with pytest.raises(ValueError, match="unknown digits data 'digits:val'; valid: .*digits:test"):
         load_dataset("digits:val")
 
 
