@@ -243,16 +243,13 @@ def _score(args) -> int:
 
 
 def _ood(args) -> int:
-    from .checkpoint import atomic_write_text
-    from .run import CLI, OOD_NAME, _read_json, ood_run
+    from .run import CLI, OOD_NAME, ood_run, record_result
 
     found = ood_run(args.run, args.out_data, args.in_data, seed=args.seed, device=args.device, flags=CLI)
     print(json.dumps(found, indent=2))
     path = Path(args.run) / OOD_NAME
-    kept = _read_json(path) or {}  # one entry per (in, out) pair, the latest of each
-    kept[f"{found['in_data']} vs {found['out_data']}"] = found
     try:
-        atomic_write_text(path, json.dumps(kept, indent=2) + "\n")
+        record_result(path, f"{found['in_data']} vs {found['out_data']}", found)
     except OSError as err:
         raise _config_error(f"cannot write {path} ({err.strerror}); the scores are printed above") from None
     return 0
@@ -295,8 +292,8 @@ def _interpolate(args) -> int:
 def _complete(args) -> int:
     import numpy as np
 
-    from .checkpoint import atomic_write_bytes, atomic_write_text
-    from .run import CLI, _read_json, completion_run
+    from .checkpoint import atomic_write_bytes
+    from .run import CLI, completion_run, record_result
 
     name = args.mask.replace(":", "")
     out = Path(args.out) if args.out else Path(args.run) / f"complete_{name}.png"
@@ -306,11 +303,8 @@ def _complete(args) -> int:
                            device=args.device, flags=CLI)
     arrays = {k: found.pop(k).cpu().numpy() for k in ("truth", "observed_mask", "start", "completed")}
     print(json.dumps(found, indent=2))
-    path = Path(args.run) / "complete.json"
-    kept = _read_json(path) or {}
-    kept[f"{found['data']} {args.mask}"] = found
     try:
-        atomic_write_text(path, json.dumps(kept, indent=2) + "\n")
+        record_result(Path(args.run) / "complete.json", f"{found['data']} {args.mask}", found)
         atomic_write_bytes(out.with_suffix(".npy"), lambda handle: np.save(handle, arrays["completed"]))
         from . import plotting
 

@@ -346,7 +346,7 @@ def score_data(run_dir: "str | Path", data: str, *, device=None, flags: Flags = 
     _check_rows(x, method, "--data" if flags is CLI else "data")
     energy = energy_scores(method, x)
     found = {"iteration": method.run_iteration, "data": data, "energy": energy}
-    estimate = _read_json(Path(run_dir) / LOGLIK_NAME)
+    estimate = read_json_object(Path(run_dir) / LOGLIK_NAME)
     if estimate is not None and estimate.get("iteration") == method.run_iteration and "log_z" in estimate:
         found.update(log_p=-energy - estimate["log_z"], log_z=estimate["log_z"])
     return found
@@ -416,12 +416,21 @@ def _check_rows(x: torch.Tensor, method: Method, what: str) -> None:
         raise ConfigError(f"{what}: the data is empty")
 
 
-def _read_json(path: Path) -> Optional[dict]:
+def read_json_object(path: Path) -> Optional[dict]:
+    """A JSON object from ``path``, or None when the file is missing, unreadable or holds something else."""
     try:
-        found = json.loads(path.read_bytes().decode("utf-8"))
+        found = json.loads(Path(path).read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     return found if isinstance(found, dict) else None
+
+
+def record_result(path: Path, key: str, found: dict) -> None:
+    """Write ``found`` under ``key`` into the JSON object at ``path`` (atomically), keeping the other keys: one entry
+    per setting (ood.json: per data pair; complete.json: per data and mask), the latest of each."""
+    kept = read_json_object(path) or {}
+    kept[key] = found
+    ckpt.atomic_write_text(path, json.dumps(kept, indent=2) + "\n")
 
 
 def write_scores(run_dir: "str | Path", scores: dict) -> Path:
@@ -433,11 +442,7 @@ def write_scores(run_dir: "str | Path", scores: dict) -> Path:
 
 def read_scores(run_dir: "str | Path") -> Optional[dict]:
     """RUN/eval.json, or None when it is missing or unreadable."""
-    try:
-        scores = json.loads((Path(run_dir) / EVAL_NAME).read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return scores if isinstance(scores, dict) else None
+    return read_json_object(Path(run_dir) / EVAL_NAME)
 
 
 __all__ = ["load_run", "run_config", "evaluate_run", "score_run", "evaluate_method", "render_pictures", "ConfigError"]
