@@ -1,4 +1,4 @@
-"""Quality on sklearn's 8x8 digits: dual_mcmc, vae_mcmc, coopnets, short_run at equal iterations and seeds.
+"""Quality on sklearn's 8x8 digits: dual_mcmc, vae_mcmc, coopnets, short_run, nt_ebm at equal iterations and seeds.
 
     python benchmarks/digits_quality.py --jobs 2
     python benchmarks/digits_quality.py --methods dual_mcmc --iterations 200      # a smoke run
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from toy2d_quality import over_seeds, run_all
 
-CONFIGS = {m: f"digits_{m}.yaml" for m in ("dual_mcmc", "vae_mcmc", "coopnets", "short_run")}
+CONFIGS = {m: f"digits_{m}.yaml" for m in ("dual_mcmc", "vae_mcmc", "coopnets", "short_run", "nt_ebm")}
 # Over seeds: fidelity (FD in two feature spaces, precision, confidence) and diversity (recall, coverage, classes).
 SEED_COLUMNS = (("fd", "EBM FD (CNN)", "{:.2f}"), ("mlp_fd", "EBM FD (MLP)", "{:.2f}"),
                 ("precision", "precision", "{:.2f}"), ("recall", "recall", "{:.2f}"), ("density", "density", "{:.2f}"),

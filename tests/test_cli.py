@@ -154,7 +154,7 @@ def test_a_run_trained_with_cuda_graph_loads_and_samples_without_a_gpu(trained_r
     assert torch.isfinite(method.sample(10)).all()
 
 
-def test_rescore_benchmark_scores_a_run_with_other_sampling_settings(trained_run, capsys):
+def test_rescore_benchmark_scores_a_run_with_other_sampling_settings(trained_run, capsys, tmp_path):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("rescore", REPO / "benchmarks" / "rescore.py")
@@ -163,5 +163,9 @@ def test_rescore_benchmark_scores_a_run_with_other_sampling_settings(trained_run
     rescore.main([str(trained_run), "--n-samples", "50", "--resolution", "20", "--set", "test_x_steps=3"])
     out = capsys.readouterr().out
     assert "as trained: grid_kl" in out and "test_x_steps=3: grid_kl" in out and "generator / flow samples" in out
+    rows = tmp_path / "rows.json"  # several runs (seeds): every score to --json, each setting's mean and spread
+    rescore.main([str(trained_run), str(trained_run), "--n-samples", "50", "--resolution", "20", "--json", str(rows)])
+    assert "| as trained | 2 |" in capsys.readouterr().out
+    assert [row["setting"] for row in json.loads(rows.read_text())] == ["as trained", "as trained"]
     with pytest.raises(SystemExit, match="'bogus' is not a model key"):
         rescore.main([str(trained_run), "--set", "bogus=1"])
