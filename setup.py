@@ -92,7 +92,9 @@ setup(
     install_requires=["torch>=2.4"],
     extras_require={
         "train": ["pyyaml", "tqdm", "numpy", "matplotlib", "tensorboard", "scikit-learn", "prdc"],
-        "test": ["pytest", "pyyaml", "tqdm", "numpy", "matplotlib", "tensorboard", "scikit-learn", "scipy", "prdc"],
+        "test": ["pytest", "pyyaml", "tqdm", "numpy", "matplotlib", "tensorboard", "scikit-learn", "scipy", "prdc",
+                 "zuko"],
+        "flows": ["zuko"],  # model.flow: spline (NT-EBM's neural spline flow backbone)
     },
     entry_points={"console_scripts": ["dualmcmc = dualmcmc.cli:main"]},
     ext_modules=ext_modules,

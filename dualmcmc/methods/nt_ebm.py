@@ -31,6 +31,7 @@ from torch import Tensor
 from .. import samplers
 from ..kernels import random_tensor
 from ..nets.flow import ImageFlow, VectorFlow
+from ..nets.spline_flow import SplineFlow
 from ..ops import temperature
 from ..validation import ConfigError
 from .base import Method, adam, build_nets_for, exponential_schedulers
@@ -51,6 +52,8 @@ class NTEBMConfig(EnergyNetSettings, CommonSettings):
     """
 
     # flow backbone
+    flow: str = setting("affine", choices=("affine", "spline"))  # affine couplings (VectorFlow / ImageFlow), or
+                                  #   for vectors rational-quadratic spline couplings (zuko's NSF, needs zuko)
     flow_layers: int = setting(8, check="count")  # coupling layers (VectorFlow) or flow steps (ImageFlow)
     flow_hidden: int = setting(64, check="count")
     flow_activation: str = "silu"  # VectorFlow conditioners; every nt_ebm number in RESULTS.md used silu (a plain
@@ -97,7 +100,12 @@ class NTEBM(Method):
         super().__init__(config, data_shape)
         c = config
         self.ebm = build_nets_for(c, self.data_shape)["ebm"]
-        if len(self.data_shape) == 1:
+        if c.flow == "spline":
+            if len(self.data_shape) != 1:
+                raise ConfigError(f"flow 'spline' is for vector data; images {self.data_shape} use the Glow-style "
+                                  f"flow (flow: affine)")
+            self.flow = SplineFlow(self.data_shape[0], n_layers=c.flow_layers, hidden=c.flow_hidden)
+        elif len(self.data_shape) == 1:
             self.flow = VectorFlow(self.data_shape[0], n_layers=c.flow_layers, hidden=c.flow_hidden,
                                    activation=c.flow_activation)
         else:
