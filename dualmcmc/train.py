@@ -161,8 +161,8 @@ def prepare(cfg: TrainConfig, flags: Flags) -> Run:
     try:
         method = build_method(cfg.method, cfg.model, tuple(data.shape[1:])).to(device)
         method.check_device(device)  # e.g. cuda_graph on a CPU run: say so before anything is written
-    except (ValueError, TypeError, ImportError) as err:  # a model value the method rejects (e.g. z_likelihood,
-        raise ConfigError(f"model: {err}") from None           #   x_ref_sigma) or a package it needs (flow: spline)
+    except (ValueError, TypeError, ImportError) as err:  # a model value the method rejects, or a package it needs
+        raise ConfigError(f"model: {err}") from None
     batches = BatchSampler(len(data), cfg.batch_size, seed=cfg.seed)  # the global batch; each rank takes a shard
     distributed.per_rank_batch(cfg.batch_size)
     return Run(cfg, run_dir, device, distributed.is_main(), data, method, batches, flags=flags)

@@ -4,7 +4,7 @@ Affine couplings move and stretch; they cannot bend a Gaussian into a ring (NT-E
 benchmarks/RESULTS.md). Monotonic rational-quadratic splines (Durkan et al. 2019) can. ``SplineFlow`` wraps
 ``zuko.flows.NSF`` in the interface of :class:`dualmcmc.nets.flow.Flow` (``forward(z) -> x``,
 ``inverse_and_log_det(x)``, ``log_prob(x)``, ``sample(n)``), so NT-EBM uses either without knowing which.
-The splines act on [-bound, bound] per coordinate and are the identity outside; data are expected in that box.
+The splines act on [-5, 5] per coordinate (zuko's bound) and are the identity outside; the toys lie in [-4, 4]^2.
 """
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from typing import Optional
 
 import torch
 from torch import Tensor, nn
-
-SPLINE_BOUND = 5.0  # zuko's default: the toys lie in [-4, 4]^2
 
 
 def zuko_or_explain():
