@@ -85,7 +85,7 @@ def test_evaluate_prints_and_writes_scores(trained_run, capsys):
     (["train", "configs/toy2d.yaml", "--set", "iterations"], r"must look like key=value"),
     (["train", "no/such.yaml"], r"config file 'no/such.yaml' does not exist"),
     (["train", "configs/toy2d.yaml", "--set", "model.z_likelihood=bogus"], r"model.z_likelihood must be one of"),
-    (["train", "configs/toy2d.yaml", "--set", "model.cuda_graph=true", "--set", "device=cpu"],
+    (["train", "configs/toy2d.yaml", "--set", "model.cuda_graph=true", "--set", "model.x_ladder=null", "--set", "device=cpu"],
      r"model: cuda_graph: true needs a CUDA device.*cuda_graph: false"),
     (["train", "configs/toy2d.yaml", "--set", "model.autocast=bf32"], r"model.autocast must be one of"),
     (["sample", "no/such/run"], r"not a dualmcmc run directory"),
@@ -148,6 +148,7 @@ def test_a_run_trained_with_cuda_graph_loads_and_samples_without_a_gpu(trained_r
     path = run_dir / ckpt.CHECKPOINT_NAME
     state = ckpt.load_checkpoint(path)
     state["config"]["model"]["cuda_graph"] = True
+    state["config"]["model"]["x_ladder"] = None  # a GPU run with cuda_graph cannot have had replica exchange
     torch.save(state, path)
     method = dualmcmc.load_run(run_dir, device="cpu")
     assert method.config.cuda_graph is False and method.run_config.model["cuda_graph"] is True
