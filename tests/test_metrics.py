@@ -18,6 +18,7 @@ from dualmcmc.metrics import (
     kl_tv_from_log_masses,
     mmd,
     mode_coverage,
+    mode_masses,
     ring_coverage,
 )
 
@@ -202,7 +203,7 @@ def test_evaluate_2d_perfect_model_on_8gaussians():
         resolution=RES,
     )
     assert set(out) == {"grid_kl", "grid_tv", "mmd", "nonfinite_fraction", "modes_hit", "n_modes",
-                        "max_share_error", "off_mode_fraction"}
+                        "max_share_error", "off_mode_fraction", "max_mass_error"}
     assert all(isinstance(v, float) for v in out.values())
     assert out["grid_kl"] < 1e-9 and out["modes_hit"] == out["n_modes"] == 8.0 and abs(out["mmd"]) < 0.02
 
@@ -217,7 +218,33 @@ def test_evaluate_2d_bad_model_and_partial_inputs():
     assert "grid_kl" not in out and out["modes_hit"] == 1.0
     assert out["nonfinite_fraction"] == pytest.approx(10 / 400) and out["mmd"] > 0.1
     out = evaluate_2d(lambda x: -x.square().sum(1), None, "rings", resolution=RES)
-    assert set(out) == {"grid_kl", "grid_tv"} and out["grid_kl"] > 0.1
+    assert set(out) == {"grid_kl", "grid_tv", "max_mass_error"} and out["grid_kl"] > 0.1
+    assert out["max_mass_error"] > 0.5  # a Gaussian at the centre weights the inner ring far above 1/4
+    assert "max_mass_error" not in evaluate_2d(lambda x: -x.square().sum(1), None, "moons", resolution=RES)
+
+
+@pytest.mark.parametrize("name", ["8gaussians", "25gaussians", "rings"])
+def test_mode_masses_of_the_truth_are_the_true_weights(name):
+    from dualmcmc.metrics.evaluate import true_grid_log_mass
+
+    masses, weights = mode_masses(name, true_grid_log_mass(name, resolution=RES), resolution=RES)
+    assert masses.sum().item() == pytest.approx(1.0, abs=1e-9)
+    assert torch.allclose(masses, weights, atol=0.02 * weights.min().item())
+
+
+def test_mode_masses_known_answer_for_a_doubled_mode():
+    from dualmcmc.metrics.evaluate import true_grid_log_mass
+
+    truth = true_grid_log_mass("8gaussians", resolution=RES).clone()
+    centers = toy_modes("8gaussians")[0]
+    nearest = torch.cdist(grid_points(resolution=RES)[2].double(), centers.double()).argmin(1).reshape(RES, RES)
+    doubled = torch.where(nearest == 3, truth + math.log(2.0), truth)
+    doubled = doubled - torch.logsumexp(doubled.reshape(-1), 0)
+    masses, weights = mode_masses("8gaussians", doubled, resolution=RES)
+    assert masses[3].item() == pytest.approx(2 / 9, rel=1e-3)  # 2w / (1 + w) for w = 1/8
+    out = evaluate_2d(lambda x: torch.zeros(len(x)), None, "8gaussians", resolution=RES)
+    assert out["max_mass_error"] > 0.1  # a flat density: the square's corners give the diagonal modes more area
+    assert mode_masses("moons", doubled, resolution=RES) is None
 
 
 def test_evaluate_2d_on_a_data_file(tmp_path):

@@ -3,7 +3,7 @@ images, Frechet distance and kernel MMD in the features of the package's digits 
 from __future__ import annotations
 
 from .density2d import grid_kl_tv, kl_tv_from_log_masses
-from .evaluate import evaluate_2d, true_grid_log_mass
+from .evaluate import evaluate_2d, mode_masses, true_grid_log_mass
 from .grid import (
     cell_area,
     grid_density,
@@ -33,6 +33,7 @@ __all__ = [
     "median_distance",
     "mmd",
     "mode_coverage",
+    "mode_masses",
     "normalise_log_grid",
     "ring_coverage",
     "true_grid_log_mass",

@@ -22,7 +22,7 @@ from .grid import (  # re-exported: plotting draws density maps with the same gr
 )
 from .samples import mmd, mode_coverage, ring_coverage
 
-__all__ = ["evaluate_2d", "true_grid_log_mass", "grid_points", "grid_density"]
+__all__ = ["evaluate_2d", "mode_masses", "true_grid_log_mass", "grid_points", "grid_density"]
 
 # Truth histograms (only where no log-density exists) use this many samples: sampling noise ~1e-3 nats.
 TRUTH_HISTOGRAM_SAMPLES = 1_000_000
@@ -116,6 +116,8 @@ def evaluate_2d(
       (samples with NaN / Inf: left out of the MMD, counted off-mode in the coverage), and where the toy has modes
       (8gaussians, 25gaussians; rings count each ring as a mode) "modes_hit", "n_modes", "max_share_error",
       "off_mode_fraction" (see ``mode_coverage``).
+    * Both scores on such a toy with a ``log_prob_fn``: "max_mass_error", the largest relative error of the
+      model density's weight on a mode (``mode_masses``): the density's own mode weights, free of sampling noise.
 
     ``device`` is where grid points go (default: the device of the module ``log_prob_fn`` is bound to).
     """
@@ -125,6 +127,7 @@ def evaluate_2d(
         model = grid_log_density(log_prob_fn, bounds, resolution, batch, device or _module_device(log_prob_fn))
         scores = kl_tv_from_log_masses(truth, model)
         results["grid_kl"], results["grid_tv"] = scores["kl"], scores["tv"]
+        results.update(_mass_scores(dataset, model, bounds, resolution))
     if sample_fn is not None:
         samples = _draw_samples(sample_fn, n_samples, seed, device or _module_device(sample_fn))
         finite = torch.isfinite(samples).all(dim=1)
@@ -134,6 +137,38 @@ def evaluate_2d(
         results["mmd"] = mmd(good, reference) if len(good) >= 2 else math.nan
         results.update(_coverage_scores(dataset, samples))
     return results
+
+
+def mode_masses(dataset: str, log_masses: Tensor, bounds=(-4.0, 4.0), resolution: int = 500):
+    """(model weights (M,), true weights (M,)) of the modes of toy ``dataset`` under a grid of log cell masses
+    (res, res), or None for a toy without known modes. A cell counts for its nearest mode centre (8gaussians,
+    25gaussians) or its nearest ring radius (rings), so the weights sum to the grid's whole mass (1). Weights
+    only: mass spread evenly over a mode's cell counts as much as mass on the mode (the grid KL judges shape)."""
+    if not is_toy(dataset):
+        return None
+    modes, rings = toy_modes(dataset), toy_rings(dataset)
+    points = grid_points(bounds, resolution)[2].to(torch.float64)
+    if modes is not None:
+        centers, weights, _ = modes
+        nearest = torch.cdist(points, centers.to(torch.float64)).argmin(dim=1)
+    elif rings is not None:
+        radii, weights, _ = rings
+        nearest = (points.norm(dim=1, keepdim=True) - radii.to(torch.float64)).abs().argmin(dim=1)
+    else:
+        return None
+    cell_mass = log_masses.reshape(-1).to(device="cpu", dtype=torch.float64).exp()
+    masses = torch.zeros(len(weights), dtype=torch.float64).index_add_(0, nearest, cell_mass)
+    weights = weights.to(torch.float64)
+    return masses, weights / weights.sum()
+
+
+def _mass_scores(dataset: str, log_masses: Tensor, bounds, resolution: int) -> dict[str, float]:
+    """{"max_mass_error": max over modes of |model weight - true weight| / true weight}, {} without modes."""
+    found = mode_masses(dataset, log_masses, bounds, resolution)
+    if found is None:
+        return {}
+    masses, weights = found
+    return {"max_mass_error": ((masses - weights).abs() / weights).max().item()}
 
 
 def _coverage_scores(dataset: str, samples: Tensor) -> dict[str, float]:
