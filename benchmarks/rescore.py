@@ -26,7 +26,7 @@ from dualmcmc import load_run  # noqa: E402
 from dualmcmc.run import evaluate_method  # noqa: E402
 from toy2d_quality import over_seeds  # noqa: E402
 
-SHOWN = ("grid_kl", "mmd", "modes_hit", "fd", "mlp_fd", "precision", "recall", "density", "coverage", "generator_fd",
+SHOWN = ("grid_kl", "mmd", "modes_hit", "max_mass_error", "fd", "mlp_fd", "precision", "recall", "density", "coverage", "generator_fd",
          "generator_mlp_fd")
 
 

@@ -245,6 +245,8 @@ def test_mode_masses_known_answer_for_a_doubled_mode():
     out = evaluate_2d(lambda x: torch.zeros(len(x)), None, "8gaussians", resolution=RES)
     assert out["max_mass_error"] > 0.1  # a flat density: the square's corners give the diagonal modes more area
     assert mode_masses("moons", doubled, resolution=RES) is None
+    with pytest.raises(ValueError, match="resolution"):
+        mode_masses("8gaussians", doubled, resolution=RES + 1)
 
 
 def test_evaluate_2d_on_a_data_file(tmp_path):

@@ -146,6 +146,9 @@ def mode_masses(dataset: str, log_masses: Tensor, bounds=(-4.0, 4.0), resolution
     only: mass spread evenly over a mode's cell counts as much as mass on the mode (the grid KL judges shape)."""
     if not is_toy(dataset):
         return None
+    if log_masses.numel() != resolution * resolution:
+        raise ValueError(f"mode_masses: log_masses has {log_masses.numel()} cells, a {resolution} x {resolution} grid "
+                         f"has {resolution * resolution}; pass the resolution the grid was made with")
     modes, rings = toy_modes(dataset), toy_rings(dataset)
     points = grid_points(bounds, resolution)[2].to(torch.float64)
     if modes is not None:
