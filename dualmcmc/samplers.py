@@ -337,8 +337,9 @@ class PersistentChains:
         may exceed the capacity; a slot drawn twice keeps one of its two end states)."""
         if self.states is None:
             self.states = init_fn(self.capacity).detach().clone()
-        slots = torch.randint(self.capacity, (n,), generator=generator)
-        fresh = torch.rand(n, generator=generator) < self.reinit_fraction
+        device = "cpu" if generator is None else generator.device  # a CUDA generator draws on its device
+        slots = torch.randint(self.capacity, (n,), generator=generator, device=device).cpu()
+        fresh = torch.rand(n, generator=generator, device=device).cpu() < self.reinit_fraction
         slots_dev = slots.to(self.states.device)
         x = self.states[slots_dev].clone()
         n_fresh = int(fresh.sum())

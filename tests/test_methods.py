@@ -1,5 +1,6 @@
 """Learning methods: build errors, a few finite iterations each, and Dual-MCMC against the reference loop."""
 import copy
+import dataclasses
 import math
 import warnings
 
@@ -154,6 +155,29 @@ def test_dual_mcmc_replay_continues_buffered_chains_and_stores_every_end_state(m
     assert torch.equal(other.chains.states, method.chains.states)
     with pytest.raises(ConfigError, match=r"replay_fraction must be in \[0, 1\], got 1.5"):
         build_method("dual_mcmc", {"replay_fraction": 1.5}, (2,))
+
+
+def test_dual_mcmc_test_chain_can_start_from_the_replay_buffer():
+    torch.manual_seed(0)
+    config = {**TINY["dual_mcmc"], "replay_fraction": 0.5, "buffer_size": 4, "test_x_start": "buffer",
+              "test_x_steps": 1, "test_x_step_size": 1e-4, "test_x_noise_std": 1e-4}
+    method = build_method("dual_mcmc", config, (2,))
+    method.train_step(tiny_data(n=16))
+    method.chains.states = torch.tensor([[5.0, 5.0], [-5.0, 5.0], [5.0, -5.0], [-5.0, -5.0]])
+    buffer = method.chains.states.clone()
+    seeded = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731
+    x = method.sample(64, generator=seeded(0))
+    nearest = torch.cdist(x, buffer).min(1)
+    # one tiny step from a buffered state each, all four states drawn, the buffer untouched, the draw seeded
+    assert nearest.values.max() < 0.01 and set(nearest.indices.tolist()) == {0, 1, 2, 3}
+    assert torch.equal(method.chains.states, buffer)
+    assert torch.equal(x, method.sample(64, generator=seeded(0)))
+    method.config = dataclasses.replace(method.config, test_x_start="generator")  # the reference: from G(z)
+    assert torch.cdist(method.sample(64, generator=seeded(0)), buffer).min() > 1.0
+    with pytest.raises(ConfigError, match=r"test_x_start: buffer .* set replay_fraction > 0"):
+        build_method("dual_mcmc", {"test_x_start": "buffer"}, (2,))
+    with pytest.raises(ConfigError, match=r"test_x_start must be one of \['buffer', 'generator'\]"):
+        build_method("dual_mcmc", {"test_x_start": "data"}, (2,))
 
 
 def test_dual_mcmc_updates_in_the_order_generator_encoder_ebm():

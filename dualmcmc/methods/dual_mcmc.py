@@ -11,6 +11,7 @@ One iteration, in the order of the reference code (docs/methods.md §2.2), G -> 
     E:  errE = mean E(x) - mean E(LangevinX_E(G_new(z0)))    (a fresh chain from the UPDATED G, same z0)
         loss_E = errE / T  (use_temp),  T = (x_noise_std / x_step_size)**2
         (replay_fraction f > 0: a share f of that chain's starts are earlier end states from a replay buffer)
+    Sampling: the EBM chain with the test_x_* settings from G(z) (test_x_start: buffer: from the replay buffer)
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from torch import Tensor
 from .. import samplers
 from .base import (Method, adam, build_nets_for, diag_normal_nll, exponential_schedulers, randn,
                    squared_error_per_batch)
+from ..validation import ConfigError
 from .settings import CommonSettings, EncoderNetSettings, EnergyNetSettings, GeneratorNetSettings, setting
 
 
@@ -54,7 +56,7 @@ class DualMCMCConfig(EncoderNetSettings, GeneratorNetSettings, EnergyNetSettings
         bounded, but an MLP energy trained only where data and samples lie can fall off linearly beyond them,
         which puts mass in empty space that no chain ever visits to correct.
     Test-time sampling (reference task_fid.py: 70 steps, step 0.4, noise 1e-3): ``test_x_*`` fields, None =
-    the training values.
+    the training values; ``test_x_start: buffer`` starts that chain from the replay buffer instead of G(z).
     """
 
     latent_dim: int = setting(8, check="count")
@@ -79,6 +81,9 @@ class DualMCMCConfig(EncoderNetSettings, GeneratorNetSettings, EnergyNetSettings
     test_x_steps: Optional[int] = setting(None, chain="x", role="test_steps")
     test_x_step_size: Optional[float] = setting(None, chain="x", role="test_step_size")
     test_x_noise_std: Optional[float] = setting(None, chain="x", role="test_noise_std")
+    # where the test chain starts: "generator" (the reference: G(z)), or "buffer": end states of the persistent
+    # E-step chains (replay_fraction > 0), already near exp(-E) across modes, as JEM and IGEBM sample
+    test_x_start: str = setting("generator", choices=("generator", "buffer"))
     # loss weights
     g_factor: float = setting(1.0, check="non_negative")
     s_factor: float = setting(50.0, check="non_negative")
@@ -100,6 +105,12 @@ class DualMCMCConfig(EncoderNetSettings, GeneratorNetSettings, EnergyNetSettings
     # chains from a replay buffer (as JEM / IGEBM do), so chains run for many iterations and can cross between modes
     replay_fraction: float = setting(0.0, check="fraction")
     buffer_size: int = setting(10_000, check="count")
+
+    def check(self, prefix: str = "") -> None:
+        if self.test_x_start == "buffer" and not self.replay_fraction > 0:
+            raise ConfigError(f"{prefix}test_x_start: buffer starts the test chain from the replay buffer, which "
+                              f"{prefix}replay_fraction 0 does not keep: set {prefix}replay_fraction > 0 (e.g. 0.9) or "
+                              f"{prefix}test_x_start: generator")
 
 
 class DualMCMC(Method):
@@ -198,7 +209,16 @@ class DualMCMC(Method):
     # exp(-E/T), and the contrastive loss stops moving when they look like the data, so exp(-E/T) is the density
     # fitted to the data; use_temp makes the loss its exact maximum-likelihood gradient, and without it the
     # gradient is the same up to the factor T, which Adam normalises away.
-    # sample (the base class's): G(z), z ~ N(0, I), revised by the EBM chain with the test_x_* settings.
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """``n`` samples of the EBM: the test_x_* chain from G(z), z ~ N(0, I), or with ``test_x_start: buffer``
+        from ``n`` end states of the persistent chains drawn with replacement (the buffer itself is left as it is)."""
+        if self.config.test_x_start == "generator" or self.chains is None:
+            return super().sample(n, generator)
+        start, _ = self.chains.draw(n, self._buffer_fill, generator)
+        x, _ = self.run_chain(self.energy_potential(), start.to(self.device), self.langevin("x", test=True),
+                              generator=generator)
+        return x
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """G(z_t): z_t from the latent chain started at a sample of q(z|x)."""
