@@ -162,10 +162,12 @@ def test_dual_mcmc_test_chain_can_start_from_the_replay_buffer():
     config = {**TINY["dual_mcmc"], "replay_fraction": 0.5, "buffer_size": 4, "test_x_start": "buffer",
               "test_x_steps": 1, "test_x_step_size": 1e-4, "test_x_noise_std": 1e-4}
     method = build_method("dual_mcmc", config, (2,))
+    seeded = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731
+    untrained = method.sample(8, generator=seeded(0))  # no buffer yet: from G(z), and none is made
+    assert method.chains.states is None and untrained.shape == (8, 2)
     method.train_step(tiny_data(n=16))
     method.chains.states = torch.tensor([[5.0, 5.0], [-5.0, 5.0], [5.0, -5.0], [-5.0, -5.0]])
     buffer = method.chains.states.clone()
-    seeded = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731
     x = method.sample(64, generator=seeded(0))
     nearest = torch.cdist(x, buffer).min(1)
     # one tiny step from a buffered state each, all four states drawn, the buffer untouched, the draw seeded

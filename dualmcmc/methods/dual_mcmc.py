@@ -212,8 +212,9 @@ class DualMCMC(Method):
 
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """``n`` samples of the EBM: the test_x_* chain from G(z), z ~ N(0, I), or with ``test_x_start: buffer``
-        from ``n`` end states of the persistent chains drawn with replacement (the buffer itself is left as it is)."""
-        if self.config.test_x_start == "generator" or self.chains is None:
+        from ``n`` end states of the persistent chains drawn with replacement (the buffer itself is left as it is;
+        before the first E step there is none, and the chain starts from G(z))."""
+        if self.config.test_x_start == "generator" or self.chains is None or self.chains.states is None:
             return super().sample(n, generator)
         start, _ = self.chains.draw(n, self._buffer_fill, generator)
         x, _ = self.run_chain(self.energy_potential(), start.to(self.device), self.langevin("x", test=True),
