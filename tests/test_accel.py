@@ -2,7 +2,6 @@
 benchmark's --quick mode (the CI smoke run)."""
 import importlib.util
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -52,7 +51,6 @@ def test_compiled_forward_matches_eager_values_and_input_gradients():
     keys = list(net.state_dict())
     fast = fast_forward(net, compile=True)
     x = torch.randn(7, 2, generator=torch.Generator().manual_seed(1))
-    start = time.perf_counter()
     try:
         got_value, got_grad = value_and_input_grad(fast, x)
     except Exception as err:  # no usable C++ toolchain / inductor backend here
@@ -61,7 +59,6 @@ def test_compiled_forward_matches_eager_values_and_input_gradients():
     torch.testing.assert_close(got_value, want_value, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got_grad, want_grad, atol=1e-5, rtol=1e-5)
     assert list(net.state_dict()) == keys  # the compiled wrapper is not a submodule
-    assert time.perf_counter() - start < 120  # guards against a pathological compile, not a benchmark
 
 
 def test_bf16_autocast_runs_the_net_low_precision_but_returns_float32():
