@@ -45,6 +45,7 @@ __all__ = [
     "reconstruction_energy",
     "reconstruction_potential",
     "run_chain",
+    "run_tempered",
     "run_langevin_chain",
     "random_tensor",
     "value_and_grad",
@@ -209,10 +210,35 @@ def _run_eager(potential, x: Tensor, spec: Langevin, data: tuple, generator) -> 
 
 
 def _run_tempered(potential, x: Tensor, spec: Langevin, data: tuple, generator) -> tuple[Tensor, ChainDiagnostics]:
-    """Replica exchange: R copies of every chain, one per rung of ``spec.ladder``, all started at ``x``; the result
-    and the diagnostics are those of the T rung (the first N rows)."""
-    count, n = len(spec.ladder), x.shape[0]
-    state = ChainState(x.repeat(count, *([1] * (x.dim() - 1))))
+    """Replica exchange with every rung started at ``x``; the T rung's end states and diagnostics."""
+    replicas, diag = run_tempered(potential, x.unsqueeze(0).expand(len(spec.ladder), *x.shape), spec, data=data,
+                                  generator=generator)
+    return replicas[0], diag
+
+
+def run_tempered(potential: Callable[..., Tensor], replicas: Tensor, spec: Langevin, *, data: Sequence[Tensor] = (),
+                 generator: Optional[torch.Generator] = None) -> tuple[Tensor, ChainDiagnostics]:
+    """``spec.steps`` replica-exchange steps (:func:`~dualmcmc.kernels.replica_exchange_step`) from given states
+    of every rung, so that the hot rungs can be persistent chains too (parallel tempering proper).
+
+    Args:
+        potential, spec, data, generator: as :func:`run_chain`; ``spec.ladder`` must be set.
+        replicas: (R, N, ...) start states, rung r (temperature T * ladder[r]) in ``replicas[r]``; not modified.
+
+    Returns:
+        (replicas, diagnostics): the detached end states of every rung, (R, N, ...), and the diagnostics of the T
+        rung (``replicas[0]``) with each adjacent pair's swap acceptance.
+    """
+    if spec.ladder is None:
+        raise ValueError("run_tempered: spec.ladder is None; give the rungs' temperature multipliers (e.g. "
+                         "ladder=(1, 4, 16)) or use run_chain")
+    count = len(spec.ladder)
+    if replicas.dim() < 2 or replicas.shape[0] != count:
+        raise ValueError(f"run_tempered: 'replicas' must be (R, N, ...) with R = len(spec.ladder) = {count}, got "
+                         f"shape {tuple(replicas.shape)}")
+    data = tuple(data)
+    n, event = replicas.shape[1], replicas.shape[2:]
+    state = ChainState(replicas.detach().reshape(count * n, *event))
     stacked = tuple(t.repeat(count, *([1] * (t.dim() - 1))) for t in data)
     diag = ChainDiagnostics(steps=spec.steps)
     grad_norm_sum = None
@@ -226,7 +252,8 @@ def _run_tempered(potential, x: Tensor, spec: Langevin, data: tuple, generator) 
             diag.grad_norm_last = info.grad_norm[:n]
         swaps += info.swapped.sum(dim=1).cpu().to(swaps.dtype)
         tries[k % 2::2] += n
-    end = state.x[:n].detach()
+    ends = state.x.detach().reshape(count, n, *event)
+    end = ends[0]
     diag.swap_acceptance = swaps / tries.clamp(min=1)
     if spec.diagnostics:
         with torch.no_grad():
@@ -236,7 +263,7 @@ def _run_tempered(potential, x: Tensor, spec: Langevin, data: tuple, generator) 
         else:
             diag.grad_norm_mean = grad_norm_sum / spec.steps
         diag.nonfinite = per_chain_sum((~torch.isfinite(end)).to(torch.int64))
-    return end, diag
+    return ends, diag
 
 
 _GRAPHED_FIELDS = ("energy_start", "energy_end", "grad_norm_last", "grad_norm_mean", "nonfinite")

@@ -182,6 +182,27 @@ def test_dual_mcmc_test_chain_can_start_from_the_replay_buffer():
         build_method("dual_mcmc", {"test_x_start": "data"}, (2,))
 
 
+def test_dual_mcmc_replay_replicas_keeps_every_rung_of_the_ladder_in_the_buffer():
+    torch.manual_seed(0)
+    config = {**TINY["dual_mcmc"], "replay_fraction": 0.5, "buffer_size": 6, "x_ladder": [1, 4, 16],
+              "x_noise_std": 0.05, "x_step_size": 0.05, "replay_replicas": True, "test_x_start": "buffer",
+              "test_x_steps": 1, "test_x_step_size": 1e-4, "test_x_noise_std": 1e-4}
+    method = build_method("dual_mcmc", config, (2,))
+    method.train_step(tiny_data(n=16))
+    states = method.chains.states
+    assert states.shape == (6, 3, 2) and torch.isfinite(states).all()
+    written = ~torch.isclose(states[:, 0], states[:, 2]).all(dim=1)
+    assert written.any()  # slots the chain wrote hold rungs that went their own ways
+    cold = torch.tensor([[5.0, 5.0], [-5.0, 5.0], [5.0, -5.0], [-5.0, -5.0], [5.0, 0.0], [0.0, 5.0]])
+    method.chains.states = torch.stack([cold, -cold, 0 * cold], dim=1)
+    x = method.sample(64, generator=torch.Generator().manual_seed(0))
+    assert torch.cdist(x, cold).min(1).values.max() < 0.01  # the test chain starts from the T rung only
+    for bad in ({"replay_replicas": True, "replay_fraction": 0.5},
+                {"replay_replicas": True, "x_ladder": [1, 4], "x_noise_std": 0.05}):
+        with pytest.raises(ConfigError, match=r"replay_replicas: true .* needs both x_ladder .* replay_fraction > 0"):
+            build_method("dual_mcmc", bad, (2,))
+
+
 def test_dual_mcmc_updates_in_the_order_generator_encoder_ebm():
     method = build_method("dual_mcmc", TINY["dual_mcmc"], (2,))
     order = []

@@ -461,6 +461,41 @@ def test_replica_exchange_without_swaps_is_the_plain_chain_on_each_rung():
     torch.testing.assert_close(one, plain, rtol=0, atol=1e-12)
 
 
+def test_run_tempered_from_equal_rungs_is_run_chain_with_the_ladder():
+    x0 = torch.randn(64, 2, dtype=torch.float64)
+    spec = samplers.Langevin(10, 0.1, 0.1, ladder=(1, 4, 16))
+    torch.manual_seed(4)
+    cold, diag = samplers.run_chain(gaussian_energy, x0, spec)
+    torch.manual_seed(4)
+    starts = x0.unsqueeze(0).expand(3, -1, -1)
+    replicas, diag_r = samplers.run_tempered(gaussian_energy, starts, spec)
+    assert replicas.shape == (3, 64, 2) and torch.equal(starts[1], x0)  # the starts are not modified
+    torch.testing.assert_close(replicas[0], cold, rtol=0, atol=0)
+    torch.testing.assert_close(diag_r.swap_acceptance, diag.swap_acceptance)
+    assert not torch.equal(replicas[2], replicas[0])  # every rung's end state comes back, to be continued
+
+
+def test_persistent_hot_rungs_carry_mass_between_modes_faster_than_restarted_ones():
+    # five short calls of 10 steps: continuing every rung (parallel tempering) against restarting the hot rungs
+    # from the cold states each call (run_chain with a ladder); the true weight of the right mode is 0.8
+    torch.manual_seed(0)
+    spec = samplers.Langevin(10, 0.2, 0.2, ladder=(1, 3, 9, 27, 81))
+    restarted = torch.full((2000, 1), -3.0)
+    replicas = restarted.unsqueeze(0).expand(5, -1, -1)
+    for _ in range(5):
+        restarted, _ = samplers.run_chain(bimodal_energy, restarted, spec)
+        replicas, _ = samplers.run_tempered(bimodal_energy, replicas, spec)
+    right_restarted, right_persistent = (restarted > 0).float().mean(), (replicas[0] > 0).float().mean()
+    assert right_persistent > right_restarted + 0.1 and right_persistent < 0.85  # measured: 0.58 against 0.39
+
+
+def test_run_tempered_refuses_states_that_do_not_match_the_ladder():
+    with pytest.raises(ValueError, match=r"'replicas' must be \(R, N, ...\) with R = len\(spec.ladder\) = 3"):
+        samplers.run_tempered(gaussian_energy, torch.zeros(2, 8, 2), samplers.Langevin(5, 0.1, 0.1, ladder=(1, 2, 4)))
+    with pytest.raises(ValueError, match="spec.ladder is None"):
+        samplers.run_tempered(gaussian_energy, torch.zeros(1, 8, 2), samplers.Langevin(5, 0.1, 0.1))
+
+
 @pytest.mark.parametrize("ladder, message", [
     ((2, 4), "starting at 1"), ((1, 4, 2), "increasing"), ((1, float("nan")), "increasing"), ((), "starting at 1"),
 ])

@@ -105,8 +105,16 @@ class DualMCMCConfig(EncoderNetSettings, GeneratorNetSettings, EnergyNetSettings
     # chains from a replay buffer (as JEM / IGEBM do), so chains run for many iterations and can cross between modes
     replay_fraction: float = setting(0.0, check="fraction")
     buffer_size: int = setting(10_000, check="count")
+    # False: the reference-style ladder, whose hot rungs restart from the cold state every chain; True: the buffer
+    # keeps every rung of x_ladder, so the hot rungs are persistent chains too and wander between modes for as long
+    # as the slot lives (parallel tempering proper); needs x_ladder and replay_fraction > 0
+    replay_replicas: bool = False
 
     def check(self, prefix: str = "") -> None:
+        if self.replay_replicas and (self.x_ladder is None or not self.replay_fraction > 0):
+            raise ConfigError(f"{prefix}replay_replicas: true keeps every rung of {prefix}x_ladder in the replay buffer; "
+                              f"it needs both {prefix}x_ladder (e.g. [1, 4, 16]) and {prefix}replay_fraction > 0 (e.g. "
+                              f"0.97), or set {prefix}replay_replicas: false")
         if self.test_x_start == "buffer" and not self.replay_fraction > 0:
             raise ConfigError(f"{prefix}test_x_start: buffer starts the test chain from the replay buffer, which "
                               f"{prefix}replay_fraction 0 does not keep: set {prefix}replay_fraction > 0 (e.g. 0.9) or "
@@ -193,15 +201,40 @@ class DualMCMC(Method):
         if self.chains is None:
             return self.run_chain(self.energy_potential(), x_new, spec)[0]
         n_old = int(round(self.config.replay_fraction * len(x_new)))
+        if self.config.replay_replicas:
+            return self._tempered_negatives(x_new, n_old, spec)
         x_old, old_slots = self.chains.draw(n_old, self._buffer_fill)
         x, _ = self.run_chain(self.energy_potential(), torch.cat([x_new[n_old:], x_old.to(x_new)]), spec)
         new_slots = torch.randint(self.chains.capacity, (len(x_new) - n_old,))
         self.chains.store(torch.cat([new_slots, old_slots]), x)
         return x
 
+    def _tempered_negatives(self, x_new: Tensor, n_old: int, spec) -> Tensor:
+        """negatives_chain with replay_replicas: a buffer slot holds one state per rung, (R, ...), so the hot rungs
+        continue too; fresh chains start every rung at G_new(z0). Returns the T rung's end states."""
+        rungs = len(self.config.x_ladder)
+        x_old, old_slots = self.chains.draw(n_old, self._replica_fill)
+        fresh = x_new[n_old:].unsqueeze(1).expand(-1, rungs, *x_new.shape[1:])
+        starts = torch.cat([fresh, x_old.to(x_new)]).transpose(0, 1)  # (R, N, ...): rung-major, as run_tempered takes
+        replicas, _ = samplers.run_tempered(self.energy_potential(), starts, spec)
+        new_slots = torch.randint(self.chains.capacity, (len(x_new) - n_old,))
+        self.chains.store(torch.cat([new_slots, old_slots]), replicas.transpose(0, 1))
+        return replicas[0]
+
     @torch.no_grad()
     def _buffer_fill(self, k: int) -> Tensor:
         return self.generator_sample(k)
+
+    @torch.no_grad()
+    def _replica_fill(self, k: int) -> Tensor:
+        x = self.generator_sample(k)
+        return x.unsqueeze(1).expand(-1, len(self.config.x_ladder), *x.shape[1:])
+
+    def _buffered_states(self, n: int, generator: Optional[torch.Generator]) -> Tensor:
+        """``n`` T-rung states of the buffer, drawn with replacement."""
+        fill = self._replica_fill if self.config.replay_replicas else self._buffer_fill
+        start, _ = self.chains.draw(n, fill, generator)
+        return start[:, 0] if self.config.replay_replicas else start
 
     # -- evaluation -----------------------------------------------------------------------------------------
     # log_prob_unnormalized (the base class's): -U(x)/T, U = E (+ the Gaussian reference when x_ref_sigma is set),
@@ -216,7 +249,7 @@ class DualMCMC(Method):
         before the first E step there is none, and the chain starts from G(z))."""
         if self.config.test_x_start == "generator" or self.chains is None or self.chains.states is None:
             return super().sample(n, generator)
-        start, _ = self.chains.draw(n, self._buffer_fill, generator)
+        start = self._buffered_states(n, generator)
         x, _ = self.run_chain(self.energy_potential(), start.to(self.device), self.langevin("x", test=True),
                               generator=generator)
         return x
