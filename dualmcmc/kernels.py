@@ -59,7 +59,9 @@ class Langevin:
     norms (costs norms and, without MALA, one extra forward at the end). ladder: replica exchange (parallel
     tempering): temperature multipliers (1, l2, l3, ...) increasing from 1; each chain runs one replica per rung at
     T * l, adjacent replicas swap states by a Metropolis test every step, and the chain's result is the T replica
-    (:func:`replica_exchange_step`). None: a single replica.
+    (:func:`replica_exchange_step`). None: a single replica. temper_prior: whether the hot rungs temper the
+    Gaussian prior term too (True: rung l targets exp(-U/(T l))) or only the rest of the potential (False: exp(-U0/(T l)
+    - prior/T), so a hot rung stays as confined as the T rung while it crosses the barriers of U0).
     """
 
     steps: int
@@ -71,6 +73,7 @@ class Langevin:
     explicit_noise: bool = False
     diagnostics: bool = False
     ladder: Optional[tuple[float, ...]] = None
+    temper_prior: bool = True
 
     def __post_init__(self):
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
@@ -243,7 +246,9 @@ def replica_exchange_step(potential: Potential, state: ChainState, spec: Langevi
     accepted with probability min(1, exp((U_r - U_{r+1}) (1/T_r - 1/T_{r+1}))): the swap leaves the product of the
     tempered targets invariant, so rung 0 still targets exp(-U/T) while the hot rungs carry states between modes.
     Then every replica takes an unadjusted Langevin step with the same drift and noise scaled by sqrt(ladder[r])
-    (the fused op with explicit noise). Alternate ``parity`` between steps so that every pair is tried.
+    (the fused op with explicit noise). Alternate ``parity`` between steps so that every pair is tried. With
+    ``spec.temper_prior`` False the prior is left untempered: rung r targets exp(-U0/T_r - prior/T), its drift carries
+    ladder[r] times the prior's gradient, and the swap test reads U0 alone (the prior terms cancel).
     """
     rungs = spec.ladder or (1.0,)
     count = len(rungs)
@@ -254,10 +259,11 @@ def replica_exchange_step(potential: Potential, state: ChainState, spec: Langevi
     value, grad = value_and_grad(potential, x, data)
     energy = value + prior_term(x, spec.prior_precision)
     swapped = torch.zeros(count - 1, n, dtype=torch.bool, device=x.device)
+    fixed_prior = not spec.temper_prior and spec.prior_precision > 0
     if count > 1:
         inverse_t = [1.0 / (spec.temperature * r) for r in rungs]
         index = torch.arange(count * n, device=x.device).view(count, n)
-        levels = energy.view(count, n)
+        levels = (value if fixed_prior else energy).view(count, n)
         pairs = list(range(parity % 2, count - 1, 2))
         uniform = random_tensor("uniform", (len(pairs), n), device=x.device, dtype=energy.dtype, generator=generator)
         for row, r in enumerate(pairs):
@@ -269,6 +275,9 @@ def replica_exchange_step(potential: Potential, state: ChainState, spec: Langevi
         order = index.reshape(-1)
         x, grad, energy = x[order], grad[order], energy[order]
     scale = torch.tensor(rungs, dtype=x.dtype, device=x.device).sqrt().repeat_interleave(n)
+    if fixed_prior:  # the op adds prior_precision * x; rung r needs ladder[r] times that
+        extra = (scale.square() - 1.0).mul_(spec.prior_precision).view(-1, *([1] * (x.dim() - 1)))
+        grad = grad + extra * x
     noise = random_tensor("normal", x.shape, device=x.device, dtype=x.dtype, generator=generator)
     noise = noise * scale.view(-1, *([1] * (x.dim() - 1)))
     grad_norm = _grad_norm(x, grad, spec) if spec.diagnostics else None

@@ -203,6 +203,13 @@ def test_dual_mcmc_replay_replicas_keeps_every_rung_of_the_ladder_in_the_buffer(
             build_method("dual_mcmc", bad, (2,))
 
 
+def test_dual_mcmc_x_temper_prior_reaches_the_chain_spec():
+    config = {"x_ladder": [1, 4], "x_noise_std": 0.05, "x_ref_sigma": 2.0}
+    assert build_method("dual_mcmc", config, (2,)).langevin("x").temper_prior is True  # the default
+    spec = build_method("dual_mcmc", {**config, "x_temper_prior": False}, (2,)).langevin("x", test=True)
+    assert spec.temper_prior is False and spec.prior_precision == 0.25 and spec.ladder == (1.0, 4.0)
+
+
 def test_dual_mcmc_updates_in_the_order_generator_encoder_ebm():
     method = build_method("dual_mcmc", TINY["dual_mcmc"], (2,))
     order = []

@@ -71,6 +71,9 @@ class DualMCMCConfig(EncoderNetSettings, GeneratorNetSettings, EnergyNetSettings
     x_ladder: Optional[tuple] = setting(None, chain="x", role="ladder")  # replica exchange rungs [1, ...]
     # None: the reference (no Gaussian); else the EBM is E(x) + ||x||^2/(2 s^2)
     x_ref_sigma: Optional[float] = setting(None, chain="x", role="prior_sigma")
+    # with x_ladder and x_ref_sigma: True tempers the Gaussian reference on the hot rungs too (rung l: exp(-(E + ref)
+    # / (T l))); False keeps it at full strength there, so hot rungs cross between modes without running far out
+    x_temper_prior: bool = setting(True, chain="x", role="temper_prior")
     # latent (generator posterior) chain
     z_steps: int = setting(10, chain="z", role="steps")
     z_step_size: float = setting(0.1, chain="z", role="step_size")

@@ -5,7 +5,8 @@ validator reads them, for the YAML config (``model:`` keys) and for Configs buil
     lr_ebm: float = setting(1e-4, check="positive")
 
 Roles of a chain's fields (``chain`` names the chain, "x" or "z"): steps, step_size, noise_std, clamp, mala,
-ladder (replica exchange: temperature multipliers from 1 up), prior_sigma (the Gaussian prior's std: precision
+ladder (replica exchange: temperature multipliers from 1 up), temper_prior (whether the ladder's hot rungs temper
+the prior too), prior_sigma (the Gaussian prior's std: precision
 1/s**2, None for none), test_steps, test_step_size, test_noise_std (the test-time chain; None: as in training).
 :func:`langevin_spec` builds a chain's :class:`~dualmcmc.kernels.Langevin` from them; :class:`SpeedOptions` fields are marked ``speed`` (they change no
 result, so a run may resume with other values).
@@ -24,7 +25,7 @@ from ..validation import ConfigError, check_range, check_type
 _ROLE_RANGES = {"steps": "non_negative_count", "step_size": "positive", "noise_std": "non_negative",
                 "prior_sigma": "positive", "test_steps": "non_negative_count", "test_step_size": "positive",
                 "test_noise_std": "non_negative"}
-ROLES = (*_ROLE_RANGES, "clamp", "mala", "ladder")
+ROLES = (*_ROLE_RANGES, "clamp", "mala", "ladder", "temper_prior")
 
 
 def setting(default: Any = dataclasses.MISSING, *, check: Optional[str] = None, chain: Optional[str] = None,
@@ -228,4 +229,4 @@ def langevin_spec(config: Any, chain: str, *, test: bool = False, scale: float =
     return Langevin(steps, step_size * scale, noise_std * scale, prior_precision,
                     None if clamp is None else tuple(clamp), bool(value("mala", False)),
                     bool(getattr(config, "explicit_noise", False)), diagnostics,
-                    None if ladder is None else tuple(ladder))
+                    None if ladder is None else tuple(ladder), bool(value("temper_prior", True)))
