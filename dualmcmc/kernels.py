@@ -96,6 +96,8 @@ class Langevin:
             if lo is not None and hi is not None and not lo < hi:
                 raise ValueError(f"Langevin: 'clamp' must have lo < hi, got {self.clamp!r}")
             object.__setattr__(self, "clamp", (lo, hi))  # floats, so equal settings hash alike
+        if not isinstance(self.temper_prior, bool):
+            raise ValueError(f"Langevin: 'temper_prior' must be True or False, got {self.temper_prior!r}")
         if self.ladder is not None:
             rungs = tuple(_number(v, "ladder") for v in self.ladder)
             if not rungs or rungs[0] != 1.0 or any(not (math.isfinite(b) and b > a) for a, b in zip(rungs, rungs[1:])):

@@ -528,6 +528,8 @@ def test_run_tempered_refuses_states_that_do_not_match_the_ladder():
         samplers.run_tempered(gaussian_energy, torch.zeros(2, 8, 2), samplers.Langevin(5, 0.1, 0.1, ladder=(1, 2, 4)))
     with pytest.raises(ValueError, match="spec.ladder is None"):
         samplers.run_tempered(gaussian_energy, torch.zeros(1, 8, 2), samplers.Langevin(5, 0.1, 0.1))
+    with pytest.raises(ValueError, match="'temper_prior' must be True or False"):
+        samplers.Langevin(5, 0.1, 0.1, ladder=(1, 2), temper_prior="no")
 
 
 @pytest.mark.parametrize("ladder, message", [
