@@ -473,6 +473,9 @@ def test_run_tempered_from_equal_rungs_is_run_chain_with_the_ladder():
     torch.testing.assert_close(replicas[0], cold, rtol=0, atol=0)
     torch.testing.assert_close(diag_r.swap_acceptance, diag.swap_acceptance)
     assert not torch.equal(replicas[2], replicas[0])  # every rung's end state comes back, to be continued
+    own = replicas.clone()
+    samplers.run_tempered(gaussian_energy, own, spec)
+    assert torch.equal(own, replicas)  # a contiguous input is not written to either
 
 
 def test_persistent_hot_rungs_carry_mass_between_modes_faster_than_restarted_ones():
