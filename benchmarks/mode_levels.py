@@ -1,17 +1,22 @@
 """Where a trained toy run's mode weights stand, and whether its chains could follow them.
 
-    python benchmarks/mode_levels.py RUN [RUN ...] [--steps 900] [--chains 1000]
+    python benchmarks/mode_levels.py RUN [RUN ...] [--steps 900] [--chains 1000] [--previous]
 
 For each run directory of a toy with known modes (8gaussians, 25gaussians) it prints, mode by mode (sorted by the
 mode's distance from the origin): the true weight; the density's weight with the averaged nets (what evaluation
 scores, `ema`) and with the live nets (what training's chains see); the replay buffer's share (T rung); and the share
 of ``--chains`` buffer states after ``--steps`` steps of the training x-chain (its ladder included) on the live nets.
 If the last row moves from the buffer's shares to the live density's weights, the chains mix and it is the energy
-levels that move faster than the training chains follow (benchmarks/RESULTS.md, issue 15).
+levels that move faster than the training chains follow (benchmarks/RESULTS.md, issue 15). It also prints the
+density's mass farther than 3 component stds from every mode (the truth's: 0.011), and with ``--previous`` reads the
+run's checkpoint before the latest (checkpoint.prev.pt) instead, to see whether a tilt persists.
 """
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -19,6 +24,7 @@ import dualmcmc.methods.base as base
 from dualmcmc import load_run, samplers
 from dualmcmc.data.toy2d import toy_modes
 from dualmcmc.metrics.evaluate import DEFAULT_BATCH, grid_log_density, mode_masses
+from dualmcmc.metrics.grid import grid_points
 
 RESOLUTION = 250
 
@@ -35,9 +41,14 @@ def load(run: str, averaged: bool):
         base.Method.use_averaged_weights = keep
 
 
-def density_weights(method) -> tuple[torch.Tensor, torch.Tensor]:
+def density_weights(method) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(model weights, true weights, the density's mass beyond 3 component stds of every mode)."""
     grid = grid_log_density(method.log_prob_unnormalized, (-4.0, 4.0), RESOLUTION, DEFAULT_BATCH, "cpu")
-    return mode_masses(method.run_config.data, grid, resolution=RESOLUTION)
+    centers, _, radius = toy_modes(method.run_config.data)
+    distance = torch.cdist(grid_points((-4.0, 4.0), RESOLUTION)[2].double(), centers.double()).min(dim=1).values
+    mass = grid.reshape(-1).double().exp()
+    between = (mass[distance > radius].sum() / mass.sum()).item()
+    return (*mode_masses(method.run_config.data, grid, resolution=RESOLUTION), between)
 
 
 def shares(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
@@ -52,8 +63,8 @@ def report(run: str, steps: int, chains: int) -> None:
         print(f"{run}: needs a toy with known modes (8gaussians, 25gaussians) and a replay buffer; skipped")
         return
     centers = modes[0]
-    averaged_weights, truth = density_weights(load(run, averaged=True))
-    live_weights, _ = density_weights(live)
+    averaged_weights, truth, between = density_weights(load(run, averaged=True))
+    live_weights, _, _ = density_weights(live)
     states = live.chains.states
     start = (states[:, 0] if states.dim() == 3 else states)[:chains].clone()  # replay_replicas: the T rung
     moved, _ = samplers.run_chain(live.energy_potential(), start, live.langevin("x").replace(steps=steps))
@@ -67,6 +78,14 @@ def report(run: str, steps: int, chains: int) -> None:
     for name in ("density (averaged nets)", "density (live nets)", "buffer", f"buffer + {steps} steps"):
         error = ((rows[name] - truth).abs() / truth).max().item()
         print(f"  max relative error, {name}: {error:.2f}")
+    print(f"  density's mass beyond 3 stds of every mode (averaged nets): {between:.3f}")
+
+
+def previous_checkpoint(run: str, into: str) -> str:
+    """A directory holding RUN's config and its checkpoint before the latest, as a run of its own."""
+    shutil.copy(Path(run) / "config.yaml", into)
+    shutil.copy(Path(run) / "checkpoint.prev.pt", Path(into) / "checkpoint.pt")
+    return into
 
 
 def main() -> None:
@@ -74,11 +93,17 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="run directories of dual_mcmc toy runs with a replay buffer")
     parser.add_argument("--steps", type=int, default=900, help="steps of the training x-chain from the buffer")
     parser.add_argument("--chains", type=int, default=1000, help="buffer states to run")
+    parser.add_argument("--previous", action="store_true", help="read RUN/checkpoint.prev.pt instead of the latest")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     for run in args.runs:
-        report(run, args.steps, args.chains)
+        if not args.previous:
+            report(run, args.steps, args.chains)
+            continue
+        with tempfile.TemporaryDirectory() as copy:
+            print(f"{run}: the checkpoint before the latest")
+            report(previous_checkpoint(run, copy), args.steps, args.chains)
 
 
 if __name__ == "__main__":
