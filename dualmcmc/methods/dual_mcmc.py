@@ -200,29 +200,25 @@ class DualMCMC(Method):
 
     def negatives_chain(self, x_new: Tensor, spec) -> Tensor:
         """The E step's chain from G_new(z0); with replay_fraction f, a share f of the starts are instead earlier
-        end states from the buffer, and every end state goes back into it (fresh ones into random slots)."""
+        end states from the buffer, and every end state goes back into it (fresh ones into random slots). With
+        replay_replicas a slot holds one state per rung of the ladder, (R, ...), so the hot rungs continue too
+        (fresh chains start every rung at G_new(z0)); the T rung's end states are the negatives."""
         if self.chains is None:
             return self.run_chain(self.energy_potential(), x_new, spec)[0]
         n_old = int(round(self.config.replay_fraction * len(x_new)))
-        if self.config.replay_replicas:
-            return self._tempered_negatives(x_new, n_old, spec)
-        x_old, old_slots = self.chains.draw(n_old, self._buffer_fill)
-        x, _ = self.run_chain(self.energy_potential(), torch.cat([x_new[n_old:], x_old.to(x_new)]), spec)
+        replicas = self.config.replay_replicas
+        x_old, old_slots = self.chains.draw(n_old, self._replica_fill if replicas else self._buffer_fill)
+        fresh = x_new[n_old:]
+        if replicas:
+            fresh = fresh.unsqueeze(1).expand(-1, len(self.config.x_ladder), *x_new.shape[1:])
+            starts = torch.cat([fresh, x_old.to(x_new)]).transpose(0, 1)  # (R, N, ...), as run_tempered takes
+            ends = samplers.run_tempered(self.energy_potential(), starts, spec)[0].transpose(0, 1)
+            x = ends[:, 0]
+        else:
+            x = ends = self.run_chain(self.energy_potential(), torch.cat([fresh, x_old.to(x_new)]), spec)[0]
         new_slots = torch.randint(self.chains.capacity, (len(x_new) - n_old,))
-        self.chains.store(torch.cat([new_slots, old_slots]), x)
+        self.chains.store(torch.cat([new_slots, old_slots]), ends)
         return x
-
-    def _tempered_negatives(self, x_new: Tensor, n_old: int, spec) -> Tensor:
-        """negatives_chain with replay_replicas: a buffer slot holds one state per rung, (R, ...), so the hot rungs
-        continue too; fresh chains start every rung at G_new(z0). Returns the T rung's end states."""
-        rungs = len(self.config.x_ladder)
-        x_old, old_slots = self.chains.draw(n_old, self._replica_fill)
-        fresh = x_new[n_old:].unsqueeze(1).expand(-1, rungs, *x_new.shape[1:])
-        starts = torch.cat([fresh, x_old.to(x_new)]).transpose(0, 1)  # (R, N, ...): rung-major, as run_tempered takes
-        replicas, _ = samplers.run_tempered(self.energy_potential(), starts, spec)
-        new_slots = torch.randint(self.chains.capacity, (len(x_new) - n_old,))
-        self.chains.store(torch.cat([new_slots, old_slots]), replicas.transpose(0, 1))
-        return replicas[0]
 
     @torch.no_grad()
     def _buffer_fill(self, k: int) -> Tensor:
