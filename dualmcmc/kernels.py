@@ -33,8 +33,8 @@ from torch import Tensor
 
 from .ops import langevin_step, temperature
 
-__all__ = ["ChainState", "Langevin", "StepInfo", "init_state", "mala_step", "random_tensor", "replica_exchange_step",
-           "ula_step", "value_and_grad"]
+__all__ = ["ChainState", "Langevin", "StepInfo", "init_state", "jump_step", "mala_step", "random_tensor",
+           "replica_exchange_step", "ula_step", "value_and_grad"]
 
 Clamp = Optional[tuple[Optional[float], Optional[float]]]
 
@@ -237,6 +237,50 @@ def mala_step(potential: Potential, state: ChainState, spec: Langevin, *, data: 
     new = ChainState(torch.where(mask, proposal, x).detach(), torch.where(accept, energy_p, energy),
                      torch.where(mask, grad_p, grad))
     return new, StepInfo(energy, grad_norm, accept)
+
+
+def kernel_log_density(x: Tensor, centers: Tensor, bandwidth: float) -> Tensor:
+    """(N,) log of the Gaussian kernel density on ``centers`` (M, ...) at ``x`` (N, ...), up to one constant."""
+    distances = torch.cdist(x.reshape(x.shape[0], -1).unsqueeze(0), centers.reshape(centers.shape[0], -1).unsqueeze(0))
+    return torch.logsumexp(distances[0].square() / (-2.0 * bandwidth * bandwidth), dim=1)
+
+
+def jump_step(potential: Potential, state: ChainState, spec: Langevin, centers: Tensor, bandwidth: float, *,
+              data: Sequence[Tensor] = (), generator: Optional[torch.Generator] = None) -> tuple[ChainState, StepInfo]:
+    """One independence Metropolis-Hastings step for exp(-U/T) with a kernel density on ``centers`` as proposal.
+
+    Each chain proposes y = c + bandwidth * eps, c drawn uniformly from ``centers`` (M, ...), eps ~ N(0, I), and
+    accepts it with probability min(1, exp(-(U(y) - U(x))/T) q(x)/q(y)), q the proposal's density: the target stays
+    exact, while a chain can land in any region the centers cover in one step. With the data as centers the chains'
+    shares of the modes follow the EBM's own weights, which local Langevin steps, unable to cross between modes, never
+    do. Costs one forward pass (two when the state's energy is unknown), no gradients. The proposals are clamped
+    by ``spec.clamp`` and the correction ignores that, as in :func:`mala_step`. The new state carries its energy.
+    """
+    if not (isinstance(bandwidth, (int, float)) and math.isfinite(bandwidth) and bandwidth > 0):
+        raise ValueError(f"jump_step: 'bandwidth' must be finite and > 0, got {bandwidth!r}")
+    x = state.x
+    if centers.dim() != x.dim() or centers.shape[1:] != x.shape[1:] or centers.shape[0] < 1:
+        raise ValueError(f"jump_step: 'centers' must be (M, {', '.join(map(str, x.shape[1:]))}) like the states, got "
+                         f"shape {tuple(centers.shape)}")
+    centers = centers.detach().to(x)
+    pick = torch.randint(centers.shape[0], (x.shape[0],), generator=generator,
+                         device="cpu" if generator is None else generator.device).to(x.device)
+    eps = random_tensor("normal", x.shape, device=x.device, dtype=x.dtype, generator=generator)
+    proposal = centers[pick] + bandwidth * eps
+    if spec.clamp is not None:
+        proposal = proposal.clamp(*spec.clamp)
+    with torch.no_grad():
+        energy = state.energy
+        if energy is None:
+            energy = potential(x, *data).detach() + prior_term(x, spec.prior_precision)
+        energy_p = potential(proposal, *data).detach() + prior_term(proposal, spec.prior_precision)
+        log_q = kernel_log_density(torch.cat([x, proposal]), centers, bandwidth)
+    log_alpha = -(energy_p - energy) / spec.temperature + log_q[:x.shape[0]] - log_q[x.shape[0]:]
+    uniform = random_tensor("uniform", (x.shape[0],), device=x.device, dtype=log_alpha.dtype, generator=generator)
+    accept = (uniform.log() < log_alpha) & torch.isfinite(log_alpha)
+    mask = accept.view(-1, *([1] * (x.dim() - 1)))
+    new = ChainState(torch.where(mask, proposal, x).detach(), torch.where(accept, energy_p, energy))
+    return new, StepInfo(energy, None, accept)
 
 
 def replica_exchange_step(potential: Potential, state: ChainState, spec: Langevin, *, data: Sequence[Tensor] = (),

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from . import graphs
-from .kernels import (ChainState, Langevin, mala_step, per_chain_sum, prior_term, random_tensor,
+from .kernels import (ChainState, Langevin, jump_step, mala_step, per_chain_sum, prior_term, random_tensor,
                       replica_exchange_step, ula_step, value_and_grad)
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "reconstruction_energy",
     "reconstruction_potential",
     "run_chain",
+    "run_jumps",
     "run_tempered",
     "run_langevin_chain",
     "random_tensor",
@@ -264,6 +265,27 @@ def run_tempered(potential: Callable[..., Tensor], replicas: Tensor, spec: Lange
             diag.grad_norm_mean = grad_norm_sum / spec.steps
         diag.nonfinite = per_chain_sum((~torch.isfinite(end)).to(torch.int64))
     return ends, diag
+
+
+def run_jumps(potential: Callable[..., Tensor], x0: Tensor, spec: Langevin, centers: Tensor, bandwidth: float,
+              jumps: int = 1, *, data: Sequence[Tensor] = (), generator: Optional[torch.Generator] = None
+              ) -> tuple[Tensor, Tensor]:
+    """``jumps`` independence Metropolis-Hastings steps (:func:`~dualmcmc.kernels.jump_step`) for exp(-U/T) from
+    ``x0``, proposing from a Gaussian kernel density of width ``bandwidth`` on ``centers`` (M, ...), e.g. a batch of
+    the data: chains move between modes in one step where Langevin steps would need thousands, and land in each mode
+    as often as the target weighs it. Run it before a Langevin chain (:func:`run_chain`), which refines the states.
+
+    Returns:
+        (x, acceptance): the detached end states and each chain's accepted share of the proposals, (N,).
+    """
+    if isinstance(jumps, bool) or not isinstance(jumps, int) or jumps < 0:
+        raise ValueError(f"run_jumps: 'jumps' must be an int >= 0, got {jumps!r}")
+    state = ChainState(x0.detach())
+    accepted = torch.zeros(x0.shape[0], device=x0.device)
+    for _ in range(jumps):
+        state, info = jump_step(potential, state, spec, centers, bandwidth, data=tuple(data), generator=generator)
+        accepted += info.accepted
+    return state.x, accepted / max(jumps, 1)
 
 
 _GRAPHED_FIELDS = ("energy_start", "energy_end", "grad_norm_last", "grad_norm_mean", "nonfinite")

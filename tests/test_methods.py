@@ -599,3 +599,29 @@ def test_ema_out_of_range_is_refused_naming_the_key():
     with pytest.raises(ValueError, match=r"model\.ema must be in \[0, 1\]"):
         from dualmcmc.config import load_config
         load_config({"method": "dual_mcmc", "data": "8gaussians", "model": {"ema": 1.5}})
+
+
+def test_dual_mcmc_x_jumps_move_the_negatives_starts_to_the_data_and_log_their_acceptance(monkeypatch):
+    torch.manual_seed(0)
+    config = {**TINY["dual_mcmc"], "x_jumps": 3, "x_jump_bandwidth": 0.05, "x_noise_std": 0.05,
+              "x_step_size": 0.05}
+    method = build_method("dual_mcmc", config, (2,))
+    starts = []
+    real_run_chain = method.run_chain
+    monkeypatch.setattr(method, "run_chain", lambda potential, x0, spec, **kw: (starts.append(x0.clone()),
+                                                                              real_run_chain(potential, x0, spec, **kw))[1])
+    with torch.no_grad():
+        blob = method.generator(torch.randn(8, method.config.latent_dim))  # where the untrained generator samples
+    # half the data where the chains start, half in a second mode that only a jump reaches
+    data = torch.cat([blob, blob + 1.0]) + 0.01 * torch.randn(16, 2)
+    out = method.train_step(data)
+    assert 0.0 < out["x_chain/jump_acceptance"] <= 1.0
+    far = (torch.cdist(starts[-1], data[8:]).min(1).values < 0.2).float().mean()
+    assert far > 0.2  # the E step's chain starts where the jumps landed: measured 0.31
+    for replicas in (False, True):  # the buffer's two layouts
+        extra = {"replay_fraction": 0.5, "buffer_size": 8, "x_ladder": [1, 4], "replay_replicas": replicas}
+        assert "x_chain/jump_acceptance" in build_method("dual_mcmc", {**config, **extra}, (2,)).train_step(data)
+    with pytest.raises(ConfigError, match=r"x_jumps: 3 jumps the E step's chain, which fine_tune: false"):
+        build_method("dual_mcmc", {"x_jumps": 3, "fine_tune": False}, (2,))
+    with pytest.raises(ConfigError, match=r"x_jump_bandwidth must be > 0"):
+        build_method("dual_mcmc", {"x_jumps": 1, "x_jump_bandwidth": 0.0}, (2,))

@@ -543,3 +543,52 @@ def test_a_bad_ladder_is_refused_naming_it(ladder, message):
         samplers.Langevin(5, 0.1, 0.1, ladder=ladder)
     with pytest.raises(ValueError, match="'ladder'.*noise_std > 0"):
         samplers.Langevin(5, 0.1, 0.0, ladder=(1, 2))
+
+
+# ---- independence jumps from a kernel density (run_jumps) ----
+def test_jumps_from_the_data_give_the_modes_their_true_weights_in_a_few_steps():
+    # every chain starts in the light mode (true weight 0.2); the centers weigh both modes equally, the jumps'
+    # Metropolis-Hastings test corrects that to the target's 0.8
+    torch.manual_seed(0)
+    spec = samplers.Langevin(10, 0.1, 0.1)
+    x0 = -3.0 + 0.5 * torch.randn(4000, 1)
+    centers = torch.cat([torch.full((50, 1), -3.0), torch.full((50, 1), 3.0)]) + 0.5 * torch.randn(100, 1)
+    one, acceptance = samplers.run_jumps(bimodal_energy, x0, spec, centers, 0.5, 1)
+    many, _ = samplers.run_jumps(bimodal_energy, x0, spec, centers, 0.5, 20)
+    assert 0.3 < (one > 0).float().mean() < 0.6 and acceptance.shape == (4000,)  # measured 0.45: one jump moves
+    assert abs((many > 0).float().mean().item() - 0.8) < 0.03
+    right = many[many > 0]
+    assert abs(right.mean().item() - 3) < 0.05 and abs(right.std().item() - 0.5) < 0.04  # the mode's own shape
+    plain, _ = samplers.run_chain(bimodal_energy, x0, samplers.Langevin(20, 0.2, 0.2))
+    assert (plain > 0).float().mean() < 0.01  # what 20 Langevin steps do instead
+
+
+def test_jumps_keep_the_target_with_a_prior_a_temperature_and_poor_centers():
+    # exact samples of exp(-(U0 + prior)/T) stay exact, whatever the centers (here all on one side): the test
+    # corrects any proposal; T = 4 and prior precision 1/4 change the target, which a wrong ratio would miss
+    torch.manual_seed(1)
+    spec = samplers.Langevin(1, 0.1, 0.2, prior_precision=0.25)
+    grid = torch.linspace(-20, 20, 8001).unsqueeze(1)
+    log_p = -(bimodal_energy(grid) + 0.125 * grid[:, 0] ** 2) / spec.temperature
+    p = (log_p - log_p.max()).exp()
+    exact = grid[torch.multinomial(p / p.sum(), 20000, replacement=True)] + 0.0025 * (torch.rand(20000, 1) - 0.5)
+    x, acceptance = samplers.run_jumps(bimodal_energy, exact, spec, torch.full((10, 1), 2.0), 1.0, 10)
+    right = (p * (grid[:, 0] > 0)).sum() / p.sum()
+    assert abs((x > 0).float().mean() - right) < 0.015
+    assert abs(x.std() - exact.std()) < 0.03 * exact.std() and acceptance.mean() > 0.05
+
+
+def test_run_jumps_leaves_its_inputs_alone_and_refuses_bad_arguments():
+    x0, centers = torch.randn(16, 2), torch.randn(8, 2)
+    kept = x0.clone()
+    x, acceptance = samplers.run_jumps(gaussian_energy, x0, samplers.Langevin(1, 0.1, 0.1), centers, 0.3, 0)
+    assert torch.equal(x, kept) and torch.equal(x0, kept) and torch.equal(acceptance, torch.zeros(16))
+    samplers.run_jumps(gaussian_energy, x0, samplers.Langevin(1, 0.1, 0.1), centers, 0.3, 3)
+    assert torch.equal(x0, kept)
+    spec = samplers.Langevin(1, 0.1, 0.1)
+    with pytest.raises(ValueError, match="'jumps' must be an int >= 0"):
+        samplers.run_jumps(gaussian_energy, x0, spec, centers, 0.3, -1)
+    with pytest.raises(ValueError, match="'bandwidth' must be finite and > 0"):
+        samplers.run_jumps(gaussian_energy, x0, spec, centers, 0.0, 1)
+    with pytest.raises(ValueError, match=r"'centers' must be \(M, 2\) like the states"):
+        samplers.run_jumps(gaussian_energy, x0, spec, torch.randn(8, 3), 0.3, 1)

@@ -112,8 +112,18 @@ class DualMCMCConfig(EncoderNetSettings, GeneratorNetSettings, EnergyNetSettings
     # keeps every rung of x_ladder, so the hot rungs are persistent chains too and wander between modes for as long
     # as the slot lives (parallel tempering proper); needs x_ladder and replay_fraction > 0
     replay_replicas: bool = False
+    # 0: the reference; else each E-step chain first takes this many independence Metropolis-Hastings jumps proposed
+    # from a Gaussian kernel density (width x_jump_bandwidth) on the batch's data: exact for exp(-E), and a chain
+    # lands in each mode as often as the EBM weighs it, so a mode the EBM over-weights gets more negatives and its
+    # level is pushed back (the restoring force chains that never cross between modes lack). For low-dimensional
+    # data: in image space nearly every jump is refused (acceptance is logged as x_chain/jump_acceptance)
+    x_jumps: int = setting(0, check="non_negative_count")
+    x_jump_bandwidth: float = setting(0.1, check="positive")
 
     def check(self, prefix: str = "") -> None:
+        if self.x_jumps > 0 and not (self.fine_tune or self.replay_fraction > 0):
+            raise ConfigError(f"{prefix}x_jumps: {self.x_jumps} jumps the E step's chain, which {prefix}fine_tune: false "
+                              f"without a replay buffer does not run: set {prefix}fine_tune: true or {prefix}x_jumps: 0")
         if self.replay_replicas and (self.x_ladder is None or not self.replay_fraction > 0):
             raise ConfigError(f"{prefix}replay_replicas: true keeps every rung of {prefix}x_ladder in the replay buffer; "
                               f"it needs both {prefix}x_ladder (e.g. [1, 4, 16]) and {prefix}replay_fraction > 0 (e.g. "
@@ -182,9 +192,12 @@ class DualMCMC(Method):
         energy_data = E(x)
         with torch.no_grad():
             x_neg = G(z0)
+        jump_acceptance = None
         if c.fine_tune or self.chains is not None:  # the reference's second chain; no diagnostics (a pass on E)
-            x_neg = self.negatives_chain(x_neg, x_chain.replace(diagnostics=False))
+            x_neg, jump_acceptance = self.negatives_chain(x_neg, x_chain.replace(diagnostics=False), x)
         out = self.update_ebm(energy_data, E(x_neg), use_temp=c.use_temp, energy_l2=c.energy_l2)
+        if jump_acceptance is not None:
+            out["x_chain/jump_acceptance"] = jump_acceptance
 
         out.update({
             "loss_generator": float(err_g.detach()),
@@ -198,13 +211,15 @@ class DualMCMC(Method):
         out.update(diag_z.summary("z_chain/"))
         return out
 
-    def negatives_chain(self, x_new: Tensor, spec) -> Tensor:
-        """The E step's chain from G_new(z0); with replay_fraction f, a share f of the starts are instead earlier
-        end states from the buffer, and every end state goes back into it (fresh ones into random slots). With
-        replay_replicas a slot holds one state per rung of the ladder, (R, ...), so the hot rungs continue too
-        (fresh chains start every rung at G_new(z0)); the T rung's end states are the negatives."""
+    def negatives_chain(self, x_new: Tensor, spec, data: Tensor) -> tuple[Tensor, Optional[float]]:
+        """The E step's chain from G_new(z0), and the x_jumps' acceptance (None without jumps); with replay_fraction
+        f, a share f of the starts are instead earlier end states from the buffer, and every end state goes back
+        into it (fresh ones into random slots). With replay_replicas a slot holds one state per rung of the ladder,
+        (R, ...), so the hot rungs continue too (fresh chains start every rung at G_new(z0)); the T rung's end states
+        are the negatives. With x_jumps the T rung's starts first jump between modes (proposals around ``data``)."""
         if self.chains is None:
-            return self.run_chain(self.energy_potential(), x_new, spec)[0]
+            x, acceptance = self._jump(x_new, spec, data)
+            return self.run_chain(self.energy_potential(), x, spec)[0], acceptance
         n_old = int(round(self.config.replay_fraction * len(x_new)))
         replicas = self.config.replay_replicas
         x_old, old_slots = self.chains.draw(n_old, self._replica_fill if replicas else self._buffer_fill)
@@ -212,13 +227,24 @@ class DualMCMC(Method):
         if replicas:
             fresh = fresh.unsqueeze(1).expand(-1, len(self.config.x_ladder), *x_new.shape[1:])
             starts = torch.cat([fresh, x_old.to(x_new)]).transpose(0, 1)  # (R, N, ...), as run_tempered takes
+            cold, acceptance = self._jump(starts[0], spec, data)
+            starts = torch.cat([cold.unsqueeze(0), starts[1:]])
             ends = samplers.run_tempered(self.energy_potential(), starts, spec)[0].transpose(0, 1)
             x = ends[:, 0]
         else:
-            x = ends = self.run_chain(self.energy_potential(), torch.cat([fresh, x_old.to(x_new)]), spec)[0]
+            starts, acceptance = self._jump(torch.cat([fresh, x_old.to(x_new)]), spec, data)
+            x = ends = self.run_chain(self.energy_potential(), starts, spec)[0]
         new_slots = torch.randint(self.chains.capacity, (len(x_new) - n_old,))
         self.chains.store(torch.cat([new_slots, old_slots]), ends)
-        return x
+        return x, acceptance
+
+    def _jump(self, x: Tensor, spec, data: Tensor) -> tuple[Tensor, Optional[float]]:
+        """x_jumps independence jumps of the states ``x`` with proposals around ``data`` (none: ``x`` as it is)."""
+        if self.config.x_jumps == 0:
+            return x, None
+        x, acceptance = samplers.run_jumps(self.energy_potential(), x, spec, data, self.config.x_jump_bandwidth,
+                                           self.config.x_jumps)
+        return x, float(acceptance.mean())
 
     @torch.no_grad()
     def _buffer_fill(self, k: int) -> Tensor:
