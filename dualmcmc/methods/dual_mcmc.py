@@ -115,8 +115,8 @@ class DualMCMCConfig(EncoderNetSettings, GeneratorNetSettings, EnergyNetSettings
     # 0: the reference; else each E-step chain first takes this many independence Metropolis-Hastings jumps proposed
     # from a Gaussian kernel density (width x_jump_bandwidth) on the batch's data: exact for exp(-E), and a chain
     # lands in each mode as often as the EBM weighs it, so a mode the EBM over-weights gets more negatives and its
-    # level is pushed back (the restoring force chains that never cross between modes lack). For low-dimensional
-    # data: in image space nearly every jump is refused (acceptance is logged as x_chain/jump_acceptance)
+    # level is pushed back (the restoring force chains that never cross between modes lack). Measured on the 2-D
+    # toys, not on images (acceptance is logged as x_chain/jump_acceptance)
     x_jumps: int = setting(0, check="non_negative_count")
     x_jump_bandwidth: float = setting(0.1, check="positive")
 
