@@ -5,7 +5,8 @@
 For each run directory of a toy with known modes (8gaussians, 25gaussians) it prints, mode by mode (sorted by the
 mode's distance from the origin): the true weight; the density's weight with the averaged nets (what evaluation
 scores, `ema`) and with the live nets (what training's chains see); the replay buffer's share (T rung); and the share
-of ``--chains`` buffer states after ``--steps`` steps of the training x-chain (its ladder included) on the live nets.
+of ``--chains`` buffer states after ``--steps`` steps of the training x-chain (its ladder included) on the live nets,
+and where as many fresh E-step chains end (generator samples, the config's jumps, one training chain).
 If the last row moves from the buffer's shares to the live density's weights, the chains mix and it is the energy
 levels that move faster than the training chains follow (benchmarks/RESULTS.md, issue 15). It also prints the
 density's mass farther than 3 component stds from every mode (the truth's: 0.011), and with ``--previous`` reads the
@@ -22,7 +23,7 @@ import torch
 
 import dualmcmc.methods.base as base
 from dualmcmc import load_run, samplers
-from dualmcmc.data.toy2d import toy_modes
+from dualmcmc.data.toy2d import sample_toy, toy_modes
 from dualmcmc.metrics.evaluate import DEFAULT_BATCH, grid_log_density, mode_masses
 from dualmcmc.metrics.grid import grid_points
 
@@ -67,9 +68,11 @@ def report(run: str, steps: int, chains: int) -> None:
     live_weights, _, _ = density_weights(live)
     states = live.chains.states
     start = (states[:, 0] if states.dim() == 3 else states)[:chains].clone()  # replay_replicas: the T rung
-    moved, _ = samplers.run_chain(live.energy_potential(), start, live.langevin("x").replace(steps=steps))
+    spec = live.langevin("x")
+    moved, _ = samplers.run_chain(live.energy_potential(), start, spec.replace(steps=steps))
     rows = {"true": truth, "density (averaged nets)": averaged_weights, "density (live nets)": live_weights,
-            "buffer": shares(start, centers), f"buffer + {steps} steps": shares(moved, centers)}
+            "buffer": shares(start, centers), f"buffer + {steps} steps": shares(moved, centers),
+            "fresh chains": shares(fresh_chains(live, chains, spec), centers)}
     order = centers.norm(dim=1).argsort()
     print(f"{run} ({live.run_config.data}): weight per mode, by distance from the origin")
     print(f"  {'mode radius':24s}" + " ".join(f"{centers[i].norm():6.2f}" for i in order.tolist()))
@@ -79,6 +82,18 @@ def report(run: str, steps: int, chains: int) -> None:
         error = ((rows[name] - truth).abs() / truth).max().item()
         print(f"  max relative error, {name}: {error:.2f}")
     print(f"  density's mass beyond 3 stds of every mode (averaged nets): {between:.3f}")
+
+
+def fresh_chains(method, n: int, spec) -> torch.Tensor:
+    """Where ``n`` of the E step's fresh chains end: generator samples, the config's x_jumps (around a batch of the
+    toy's data) and one training x-chain."""
+    with torch.no_grad():
+        x = method.generator_sample(n)
+    jumps = getattr(method.config, "x_jumps", 0)
+    if jumps:
+        data = sample_toy(method.run_config.data, method.run_config.batch_size)
+        x, _ = samplers.run_jumps(method.energy_potential(), x, spec, data, method.config.x_jump_bandwidth, jumps)
+    return samplers.run_chain(method.energy_potential(), x, spec)[0]
 
 
 def previous_checkpoint(run: str, into: str) -> str:
