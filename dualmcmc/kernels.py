@@ -241,8 +241,8 @@ def mala_step(potential: Potential, state: ChainState, spec: Langevin, *, data: 
 
 def kernel_log_density(x: Tensor, centers: Tensor, bandwidth: float) -> Tensor:
     """(N,) log of the Gaussian kernel density on ``centers`` (M, ...) at ``x`` (N, ...), up to one constant."""
-    distances = torch.cdist(x.reshape(x.shape[0], -1).unsqueeze(0), centers.reshape(centers.shape[0], -1).unsqueeze(0))
-    return torch.logsumexp(distances[0].square() / (-2.0 * bandwidth * bandwidth), dim=1)
+    distances = torch.cdist(x.reshape(x.shape[0], -1), centers.reshape(centers.shape[0], -1))
+    return torch.logsumexp(distances.square() / (-2.0 * bandwidth * bandwidth), dim=1)
 
 
 def jump_step(potential: Potential, state: ChainState, spec: Langevin, centers: Tensor, bandwidth: float, *,
