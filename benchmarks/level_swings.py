@@ -80,6 +80,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=200, help="iterations to continue for")
     parser.add_argument("--every", type=int, default=10, help="read the weights every this many iterations")
     args = parser.parse_args()
+    missing = [name for name in ("config.yaml", "checkpoint.pt") if not (Path(args.run) / name).is_file()]
+    if missing:
+        parser.error(f"run: {args.run} is not a trained run directory (no {', '.join(missing)})")
+    if args.iterations < 1 or not 1 <= args.every <= args.iterations:
+        parser.error("--iterations must be >= 1 and --every between 1 and --iterations")
     torch.set_num_threads(1)
     rows, centers = swings(args.run, args.iterations, args.every)
     order = centers.norm(dim=1).argsort().tolist()
