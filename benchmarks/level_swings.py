@@ -6,10 +6,10 @@ Continues a copy of RUN (a dual_mcmc run on a toy with known modes: 8gaussians, 
 for ``--iterations`` more iterations and, every ``--every``, reads each mode's weight in the density of the live nets
 and of the averaged nets (config key ``ema``). Printed per mode (sorted by distance from the origin): the truth, the
 arithmetic and the geometric mean of the live weights, the averaged nets' weights, and the standard deviation of the
-live log-weight, and how strongly the parameters move each mode's energy against the modes' mean (the norm of
-the gradient of E(centre) - mean over modes of E(centre), live nets at the end). An average of the weights averages the energies, so its density is close to the geometric mean of
-the live densities, and a mode whose level swings more than the others comes out lighter there (Jensen's
-inequality): that is what the last rows show (benchmarks/RESULTS.md, issue 15).
+live log-weight, and how strongly the parameters move each mode's energy against the modes' mean (the norm of the
+gradient of E(centre) minus the mean of E over the centres, live nets at the end). An average of the weights averages
+the energies, so its density is close to the geometric mean of the live densities, and a mode whose level swings
+more than the others comes out lighter there (Jensen's inequality; benchmarks/RESULTS.md, issue 15).
 """
 from __future__ import annotations
 
