@@ -34,6 +34,15 @@ class GuardConfig:
 
 
 @dataclass
+class CooldownConfig:
+    # The last `fraction` of the iterations lowers every learning rate linearly to `factor` times its value (0: off).
+    # The nets' levels (in an EBM, each mode's weight) wander by an amount that grows with the learning rate, and an
+    # average of the weights (model.ema) turns that wandering into a bias; slower steps at the end shrink both.
+    fraction: float = 0.0
+    factor: float = 0.25
+
+
+@dataclass
 class EvalConfig:
     n_samples: int = 5000  # model and true samples for MMD / mode coverage (images: for FD / MMD / FID)
     resolution: int = 500  # grid cells per axis for the KL / TV of the normalised density (2-D data only)
@@ -59,6 +68,7 @@ class TrainConfig:
     model: dict = field(default_factory=dict)  # the method's hyper-parameters (its Config fields)
     log: LogConfig = field(default_factory=LogConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    cooldown: CooldownConfig = field(default_factory=CooldownConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
@@ -66,7 +76,7 @@ class TrainConfig:
         return _plain(dataclasses.asdict(self))
 
 
-SECTIONS = {"log": LogConfig, "guard": GuardConfig, "eval": EvalConfig}
+SECTIONS = {"log": LogConfig, "guard": GuardConfig, "cooldown": CooldownConfig, "eval": EvalConfig}
 REQUIRED = ("method", "data")
 # Keys that define the model and its data: a run may only resume with the same values.
 IDENTITY_KEYS = ("method", "data", "n_data", "seed", "batch_size", "model")
@@ -260,6 +270,8 @@ def _check_ranges(cfg: TrainConfig) -> None:
     need(0 <= cfg.guard.max_recoveries <= 1000, "guard.max_recoveries", cfg.guard.max_recoveries,
          "an integer in [0, 1000] (0: stop at the first divergence)")
     need(0.0 < cfg.guard.backoff <= 1.0, "guard.backoff", cfg.guard.backoff, "in (0, 1]")
+    need(0.0 <= cfg.cooldown.fraction < 1.0, "cooldown.fraction", cfg.cooldown.fraction, "in [0, 1) (0: no cooldown)")
+    need(0.0 < cfg.cooldown.factor <= 1.0, "cooldown.factor", cfg.cooldown.factor, "in (0, 1]")
 
 
 def _plain(value: Any) -> Any:

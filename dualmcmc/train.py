@@ -28,6 +28,7 @@ from . import checkpoint as ckpt
 from ._buffers import buffers_restored
 from . import distributed
 from .config import ConfigError, TrainConfig, default_out, identity_changes, load_config
+from .cooldown import apply_cooldown, cooldown_scale
 from .data import load_dataset, resolved_spec, to_model_range
 from .methods import Method, build_method
 from .run import (CLI, PYTHON, EVAL_NAME, Flags, evaluate_method, read_scores, render_pictures, resolve_device,
@@ -207,6 +208,9 @@ def step(run: Run) -> dict[str, float]:
     """One training iteration on the next batch (this rank's shard of it); its losses and diagnostics."""
     batch_index, epoch_done = run.batches.next()
     x = to_model_range(run.data[distributed.shard(batch_index)]).to(run.device)
+    cooldown = run.cfg.cooldown
+    apply_cooldown(run.method.optimizers, cooldown_scale(run.iteration, run.cfg.iterations, cooldown.fraction,
+                                                         cooldown.factor))
     losses = run.method.train_step(x)
     if epoch_done:
         run.method.on_epoch_end()  # per-epoch learning-rate schedules, as in the reference codes

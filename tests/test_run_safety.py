@@ -110,6 +110,8 @@ BAD_VALUES = [
     ("log.eval_every", -1), ("eval.n_samples", 1), ("eval.resolution", 0), ("guard.max_energy_gap", float("nan")),
     ("guard.max_energy_gap", -1.0), ("guard.max_energy_gap", float("inf")), ("guard.max_recoveries", -1),
     ("guard.max_recoveries", 10**9), ("guard.backoff", 0.0), ("guard.backoff", 1.5), ("guard.backoff", float("nan")),
+    ("cooldown.fraction", 1.0), ("cooldown.fraction", -0.1), ("cooldown.fraction", float("nan")),
+    ("cooldown.factor", 0.0), ("cooldown.factor", 1.5),
 ]
 
 

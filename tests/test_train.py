@@ -11,6 +11,7 @@ import torch
 import dualmcmc
 from dualmcmc import checkpoint as ckpt
 from dualmcmc.config import ConfigError
+from dualmcmc.cooldown import cooldown_scale
 from dualmcmc.train import TrainingDiverged, divergence, train
 
 SMALL_MODEL = {"ebm_hidden": 16, "generator_hidden": 16, "encoder_hidden": 16, "ebm_layers": 2,
@@ -55,8 +56,9 @@ def test_run_directory_holds_config_checkpoint_metrics_and_eval(tmp_path):
 def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch):
     from dualmcmc.methods.dual_mcmc import DualMCMC
 
-    # 64 rows in batches of 32: three epochs (schedulers, reshuffles) in 6 iterations; pictures drawn on the way
-    changes = {"n_data": 64, "model": {**SMALL_MODEL, "lr_decay": 0.9},
+    # 64 rows in batches of 32: three epochs (schedulers, reshuffles) in 6 iterations; pictures drawn on the way;
+    # the cooldown lowers the rates over iterations 4-6, across the interruption
+    changes = {"n_data": 64, "model": {**SMALL_MODEL, "lr_decay": 0.9}, "cooldown": {"fraction": 0.5, "factor": 0.5},
                "log": {"log_every": 2, "image_every": 2, "checkpoint_every": 3, "progress": False, "tensorboard": False}}
     whole = train(small_config(tmp_path, out=str(tmp_path / "whole"), **changes))
 
@@ -84,7 +86,29 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch)
 
     assert lines(whole) == lines(resumed)
     lr = ckpt.load_checkpoint(resumed / "checkpoint.pt")["method"]["optimizers"]["ebm"]["param_groups"][0]["lr"]
-    assert lr == pytest.approx(1e-4 * 0.9**3)  # three epochs of ExponentialLR, one of them after the resume
+    assert lr == pytest.approx(1e-4 * 0.9**3 * 0.5)  # three epochs of ExponentialLR, one after the resume; cooldown
+
+
+def test_cooldown_scale_falls_linearly_over_the_last_fraction():
+    scales = [cooldown_scale(i, 100, 0.25, 0.2) for i in (1, 75, 76, 88, 100)]
+    assert scales == pytest.approx([1.0, 1.0, 1.0 - 0.8 / 25, 1.0 - 0.8 * 13 / 25, 0.2])
+    assert cooldown_scale(100, 100, 0.0, 0.2) == 1.0
+
+
+def test_cooldown_ends_every_rate_at_its_factor_also_when_a_run_is_extended(tmp_path):
+    # 512 rows in batches of 32: no epoch ends (no ExponentialLR step) in 12 iterations
+    def rates(run_dir):
+        optimizers = ckpt.load_checkpoint(run_dir / "checkpoint.pt")["method"]["optimizers"]
+        return {name: state["param_groups"][0]["lr"] for name, state in optimizers.items()}
+
+    cooldown = {"fraction": 0.5, "factor": 0.25}
+    run_dir = train(small_config(tmp_path, cooldown=cooldown))
+    full = {"ebm": 1e-4, "generator": 3e-4, "encoder": 1e-4}  # the reference's rates, DualMCMCConfig's defaults
+    assert rates(run_dir) == pytest.approx({k: v * 0.25 for k, v in full.items()})
+    train(small_config(tmp_path, cooldown=cooldown, iterations=12))  # the rates climb back, then fall again
+    assert rates(run_dir) == pytest.approx({k: v * 0.25 for k, v in full.items()})
+    train(small_config(tmp_path, iterations=14))  # without the cooldown: the full rates again
+    assert rates(run_dir) == pytest.approx(full)
 
 
 def test_pictures_and_evaluations_do_not_change_the_training(tmp_path):
