@@ -209,9 +209,11 @@ def step(run: Run) -> dict[str, float]:
     batch_index, epoch_done = run.batches.next()
     x = to_model_range(run.data[distributed.shard(batch_index)]).to(run.device)
     cooldown = run.cfg.cooldown
-    apply_cooldown(run.method.optimizers, cooldown_scale(run.iteration, run.cfg.iterations, cooldown.fraction,
-                                                         cooldown.factor))
+    scale = cooldown_scale(run.iteration, run.cfg.iterations, cooldown.fraction, cooldown.factor)
+    apply_cooldown(run.method.optimizers, scale)
     losses = run.method.train_step(x)
+    if cooldown.fraction > 0:
+        losses["lr_scale"] = scale  # logged, so the cooldown shows in metrics.jsonl and TensorBoard
     if epoch_done:
         run.method.on_epoch_end()  # per-epoch learning-rate schedules, as in the reference codes
     return losses

@@ -103,6 +103,8 @@ def test_cooldown_ends_every_rate_at_its_factor_also_when_a_run_is_extended(tmp_
 
     cooldown = {"fraction": 0.5, "factor": 0.25}
     run_dir = train(small_config(tmp_path, cooldown=cooldown))
+    logged = [line["lr_scale"] for line in read_metrics(run_dir) if "lr_scale" in line]  # means over 2 iterations
+    assert logged == pytest.approx([1.0, (1.0 + 0.75) / 2, (0.5 + 0.25) / 2])
     full = {"ebm": 1e-4, "generator": 3e-4, "encoder": 1e-4}  # the reference's rates, DualMCMCConfig's defaults
     assert rates(run_dir) == pytest.approx({k: v * 0.25 for k, v in full.items()})
     train(small_config(tmp_path, cooldown=cooldown, iterations=12))  # the rates climb back, then fall again
